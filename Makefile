@@ -1,0 +1,42 @@
+# Developer and user entry points. `make demo` and `make test` work on a fresh machine:
+# they create .venv and install geopsp with its dependencies first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-fast demo lint format bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e ".[dev]"
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+demo: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash docs/examples/demo.sh demo_output
+
+lint: install
+	$(BIN)/ruff check geopsp tests bench
+	$(BIN)/ruff format --check geopsp tests bench
+
+format: install
+	$(BIN)/ruff format geopsp tests bench
+	$(BIN)/ruff check --fix geopsp tests bench
+
+bench: install
+	$(BIN)/python bench/export_chips.py
+	$(BIN)/python bench/model.py
+	$(BIN)/python bench/train.py
+	$(BIN)/python bench/classify.py
+
+clean:
+	rm -rf demo_output .pytest_cache .ruff_cache

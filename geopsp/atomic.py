@@ -1,0 +1,105 @@
+"""Atomic outputs: write under a temporary name beside the target, rename when complete.
+
+A run that fails or is interrupted leaves neither the final path nor the temporary one
+behind, so a later run or a GIS never mistakes a partial file for a finished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from geopsp.errors import OutputError
+
+TMP_MARK = ".geopsp-tmp-"
+
+
+def check_writable(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Refuse an existing ``path`` without ``overwrite`` and an unwritable parent folder.
+
+    Returns the path as a :class:`~pathlib.Path`.
+    """
+    p = Path(path)
+    if p.exists() and not overwrite:
+        raise OutputError(f"{p} already exists; use --overwrite to replace it")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.exists():
+        raise OutputError(f"cannot write {p}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {p}: folder {parent} is not writable")
+    return p
+
+
+def temp_name(path: Path) -> Path:
+    """A hidden temporary name beside ``path`` (same folder, so the rename is atomic)."""
+    return path.with_name(f"{TMP_MARK}{uuid.uuid4().hex[:8]}-{path.name}")
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+def disk_error(exc: OSError, path: Path) -> OutputError:
+    """Translate an OSError raised while writing into a clear :class:`OutputError`."""
+    if exc.errno == errno.ENOSPC:
+        return OutputError(f"no space left on the device while writing {path}; free space or write elsewhere")
+    return OutputError(f"cannot write {path}: {exc.strerror or exc}")
+
+
+@contextlib.contextmanager
+def atomic_path(
+    path: str | os.PathLike,
+    overwrite: bool = False,
+    sidecars: Sequence[str] = (),
+    is_dir: bool = False,
+) -> Iterator[Path]:
+    """Yield a temporary path to write; on success move it (and its sidecars) to ``path``.
+
+    Parameters
+    ----------
+    path : path-like
+        Final output path (file or folder).
+    overwrite : bool
+        Replace an existing output. Stale sidecars (``path`` + each suffix in ``sidecars``)
+        are removed too, so no old ``.aux.xml``/``.qml`` describes the new file.
+    sidecars : sequence of str
+        Suffixes such as ``".aux.xml"``; files written beside the temporary path with these
+        suffixes are renamed with it.
+    is_dir : bool
+        Create the temporary path as an empty folder.
+    """
+    final = check_writable(path, overwrite)
+    tmp = temp_name(final)
+    if is_dir:
+        tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        for s in sidecars:
+            _remove(Path(str(tmp) + s))
+        raise
+    try:
+        if final.exists() or final.is_symlink():
+            if not overwrite:  # appeared while we were working
+                raise OutputError(f"{final} already exists; use --overwrite to replace it")
+            _remove(final)
+        for s in sidecars:
+            _remove(Path(str(final) + s))
+        for s in sidecars:
+            side = Path(str(tmp) + s)
+            if side.exists():
+                os.replace(side, str(final) + s)
+        os.replace(tmp, final)
+    except OSError as exc:
+        _remove(tmp)
+        raise disk_error(exc, final) from exc

@@ -1,0 +1,115 @@
+"""Options shared by several commands, spelled the GDAL/rio way."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+overwrite = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+
+bands = click.option(
+    "-b",
+    "--bands",
+    default=None,
+    metavar="1,2,3",
+    help="Source bands to use, 1-based and comma-separated (default: all, or the model's).",
+)
+
+device = click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    metavar="auto|cpu|cuda[:N]",
+    help="Compute device; auto picks CUDA when available.",
+)
+
+seed = click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+
+workers = click.option(
+    "--workers",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Worker processes (0 = in the main process).",
+)
+
+creation_options = click.option(
+    "--co",
+    "creation_options",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="GDAL creation option for the output, repeatable (e.g. --co COMPRESS=ZSTD).",
+)
+
+
+def parse_creation_options(items: tuple[str, ...]) -> dict[str, str]:
+    """Turn ``("COMPRESS=ZSTD", ...)`` into a dict, as rio does."""
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise click.BadParameter(f"expected NAME=VALUE, got {it!r}", param_hint="--co")
+        k, v = it.split("=", 1)
+        out[k.strip().upper()] = v.strip()
+    return out
+
+
+def progress_enabled(ctx: click.Context) -> bool:
+    """Progress bars are on unless ``-q`` was given."""
+    root = ctx.find_root()
+    return bool((root.obj or {}).get("progress", True))
+
+
+def _load_config(path: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise click.BadParameter(f"{path}: no such file", param_hint="-c/--config")
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix.lower() == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif p.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+    except Exception as exc:  # any parser error is a usage error on that file
+        raise click.BadParameter(f"{path}: cannot parse ({exc})", param_hint="-c/--config") from exc
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{path}: expected a mapping of option names to values", param_hint="-c/--config")
+    # Accept option spellings with dashes or underscores, and lists for comma options.
+    out = {}
+    for k, v in data.items():
+        key = str(k).lstrip("-").replace("-", "_")
+        if isinstance(v, list) and key not in ("chips_dirs", "inputs", "images"):
+            v = ",".join(str(x) for x in v)
+        out[key] = v
+    return out
+
+
+def _config_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value:
+        cfg = _load_config(value)
+        ctx.default_map = {**(ctx.default_map or {}), **cfg}
+    return value
+
+
+config = click.option(
+    "-c",
+    "--config",
+    type=click.Path(dir_okay=False),
+    callback=_config_callback,
+    is_eager=True,
+    expose_value=False,
+    help="YAML/TOML/JSON file of option defaults (command-line options win).",
+)
+
+
+def env_rank() -> int:
+    """Rank of this process under torchrun (0 when not distributed)."""
+    return int(os.environ.get("RANK", "0"))
