@@ -1,0 +1,177 @@
+"""Dilated encoders from segmentation-models-pytorch, with any band count and weight source.
+
+PSPNet keeps the spatial detail of the deepest features by *dilating* the last stages of the
+backbone instead of striding them: at output stride 8 the last two stages run at stride 1 with
+dilation 2 and 4, at output stride 16 only the last one (dilation 2). smp's encoders do this
+through ``output_stride`` (``make_dilated`` for its own ResNets, timm's ``output_stride`` for
+``tu-`` models); encoders that cannot dilate are refused with a usage error.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from geopsp.errors import InputError, ResourceError, UsageError
+
+log = logging.getLogger(__name__)
+
+EXAMPLE_BACKBONES = (
+    "resnet18, resnet34, resnet50, resnet101, resnext50_32x4d, se_resnet50, tu-resnet50d, "
+    "tu-regnety_016"
+)
+
+
+def _examples() -> str:
+    return f"dilatable backbones include {EXAMPLE_BACKBONES}"
+
+
+def build_encoder(
+    backbone: str, in_channels: int, output_stride: int, weights: str | None = None
+) -> nn.Module:
+    """Build a dilated smp encoder returning 6 feature maps (strides 1, 2, 4, 8, OS, OS).
+
+    Parameters
+    ----------
+    backbone : str
+        smp encoder name (``resnet34``) or a timm model as ``tu-<name>``.
+    in_channels : int
+        Number of input bands (any count; pretrained first convolutions are adapted).
+    output_stride : int
+        8 or 16.
+    weights : str or None
+        ``None``/``"none"`` (random init), ``"imagenet"`` or the path of a ``.pth`` /
+        ``.safetensors`` encoder state dict.
+
+    Returns
+    -------
+    torch.nn.Module
+        The encoder; ``encoder.out_channels`` lists the channels of the 6 features.
+    """
+    import segmentation_models_pytorch as smp
+
+    if weights is not None and str(weights).lower() in ("none", ""):
+        weights = None
+    pretrained = weights is not None and str(weights).lower() == "imagenet"
+    if backbone.startswith("tu-"):
+        smp_weights: object = True if pretrained else None
+    else:
+        smp_weights = "imagenet" if pretrained else None
+        if backbone not in smp.encoders.encoders:
+            raise UsageError(f"unknown backbone {backbone!r}; {_examples()}")
+    try:
+        encoder = smp.encoders.get_encoder(
+            backbone,
+            in_channels=in_channels,
+            depth=5,
+            weights=smp_weights,
+            output_stride=output_stride,
+        )
+    except KeyError as exc:
+        if pretrained:
+            raise UsageError(
+                f"backbone {backbone} has no imagenet weights; use --encoder-weights none or PATH"
+            ) from exc
+        raise UsageError(f"unknown backbone {backbone!r}; {_examples()}") from exc
+    except (ValueError, NotImplementedError, AttributeError, TypeError) as exc:
+        raise UsageError(
+            f"backbone {backbone} cannot be dilated to output stride {output_stride}; {_examples()}"
+        ) from exc
+    except RuntimeError as exc:
+        if "Unknown model" in str(exc):
+            raise UsageError(f"unknown backbone {backbone!r}; {_examples()}") from exc
+        raise
+    except Exception as exc:
+        if pretrained:  # network, hub or file errors while fetching weights
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ResourceError(
+                f"cannot download imagenet weights for {backbone} ({first[:120]}); "
+                "run with --encoder-weights none, or pass --encoder-weights PATH to a local file"
+            ) from exc
+        raise
+    _check_features(encoder, backbone, output_stride)
+    if weights is not None and not pretrained:
+        load_encoder_weights(encoder, weights)
+    return encoder
+
+
+def _check_features(encoder: nn.Module, backbone: str, output_stride: int) -> None:
+    channels = list(encoder.out_channels)
+    if len(channels) != 6 or channels[1] == 0:
+        raise UsageError(
+            f"backbone {backbone} does not give the stride-2..32 feature pyramid PSPNet needs; "
+            f"{_examples()}"
+        )
+    if getattr(encoder, "output_stride", output_stride) != output_stride:
+        raise UsageError(
+            f"backbone {backbone} cannot be dilated to output stride {output_stride}; {_examples()}"
+        )
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise InputError(f"encoder weights {path}: no such file; use --encoder-weights none")
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(path), device="cpu")
+        else:
+            # weights_only: a weights file must never run code when loaded.
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"cannot read encoder weights {path}: {exc}".splitlines()[0]) from exc
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise InputError(f"encoder weights {path}: not a state dict of tensors")
+    return sd
+
+
+def _adapt_in_channels(weight: torch.Tensor, new_in: int) -> torch.Tensor:
+    """Adapt a pretrained first conv to ``new_in`` bands the way smp does for imagenet."""
+    old_in = weight.shape[1]
+    if new_in == 1:
+        return weight.sum(1, keepdim=True)
+    idx = torch.arange(new_in) % old_in
+    # Scale so the summed response to a constant image stays the same as with old_in bands.
+    return weight[:, idx] * (old_in / new_in)
+
+
+def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
+    """Load an encoder state dict from ``path`` into ``encoder``.
+
+    Accepts a bare encoder state dict, a whole smp model's (``encoder.`` prefix) or a
+    torchvision classifier's (``fc.*`` ignored). A first convolution made for another band
+    count is adapted (summed for 1 band, repeated and rescaled otherwise).
+    """
+    path = Path(path)
+    sd = _read_state_dict(path)
+    own = encoder.state_dict()
+    if not any(k in own for k in sd) and any(k.startswith("encoder.") for k in sd):
+        sd = {k[len("encoder.") :]: v for k, v in sd.items() if k.startswith("encoder.")}
+    fixed = {}
+    for k, v in sd.items():
+        if k not in own:
+            continue
+        target = own[k]
+        same_but_bands = v.ndim == 4 and v.shape[0] == target.shape[0]
+        if v.shape != target.shape and same_but_bands and v.shape[2:] == target.shape[2:]:
+            v = _adapt_in_channels(v, target.shape[1])
+        if v.shape != target.shape:
+            raise InputError(
+                f"encoder weights {path}: {k} has shape {tuple(v.shape)}, the {type(encoder).__name__} "
+                f"expects {tuple(target.shape)}; are they for another backbone?"
+            )
+        fixed[k] = v
+    missing = [k for k in own if k not in fixed]
+    if missing:
+        raise InputError(
+            f"encoder weights {path}: {len(missing)} tensors missing (e.g. {missing[0]}); "
+            "are they for another backbone?"
+        )
+    encoder.load_state_dict(fixed, strict=True)
+    log.info("loaded encoder weights from %s", path)
