@@ -1,0 +1,149 @@
+"""Streaming blend of overlapping tile predictions with bounded memory.
+
+Tiles arrive block by block (see :class:`geopsp.tiling.TileGrid`). Each block has an
+accumulator of weighted probability sums plus the weight sum, covering the block and the
+``tile`` pixels below and to its right that its tiles reach into. When a block's tiles are
+done, the contributions of earlier blocks are added in a fixed order (the *seams*: the
+block to the left, then the block above), the block's own pixels are final and are handed
+on, and its right and bottom margins become seams for the next blocks.
+
+The right seam is one block tall and stays in memory; the bottom seams of a whole block row
+are as wide as the raster, so they live in an unlinked temporary file (no RSS, removed by
+the OS even on a crash). Peak memory therefore depends on block, tile and class count only,
+never on raster size. Because the summation order is fixed by the grid, the result does not
+depend on who computed the tiles (this makes multi-process runs byte-identical).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from geopsp.tiling import Tile, TileGrid, tile_weights
+
+
+@dataclass
+class FinishedBlock:
+    """Final pixels of one block: weighted probability sums and weight sums."""
+
+    row: int
+    col: int
+    sums: np.ndarray  # (K, h, w) float32, sum of weight * probability
+    weights: np.ndarray  # (h, w) float32, sum of weights; 0 where no valid input
+
+
+class _SeamFile:
+    """Fixed-size slots in an unlinked temporary file, one per block column."""
+
+    def __init__(self, slots: int, slot_shape: tuple[int, ...], dir: str | None = None) -> None:
+        self.slot_bytes = int(np.prod(slot_shape)) * 4
+        self._file = tempfile.TemporaryFile(dir=dir)  # noqa: SIM115 (closed by close())
+        self._shapes: dict[int, tuple[int, ...]] = {}
+
+    def put(self, slot: int, arr: np.ndarray) -> None:
+        data = np.ascontiguousarray(arr, dtype=np.float32)
+        os.pwrite(self._file.fileno(), data.tobytes(), slot * self.slot_bytes)
+        self._shapes[slot] = data.shape
+
+    def take(self, slot: int) -> np.ndarray | None:
+        shape = self._shapes.pop(slot, None)
+        if shape is None:
+            return None
+        n = int(np.prod(shape)) * 4
+        buf = os.pread(self._file.fileno(), n, slot * self.slot_bytes)
+        return np.frombuffer(buf, dtype=np.float32).reshape(shape)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class Blender:
+    """Accumulate tile probabilities block by block and emit finished blocks.
+
+    Parameters
+    ----------
+    grid : TileGrid
+        The tiling; blocks must be at least one tile wide.
+    n_classes : int
+        Number of probability channels ``K``.
+    blend : {"cosine", "linear", "none"}
+        Window shape over the overlap.
+    temp_dir : str, optional
+        Where the bottom-seam file goes (default: the system temp folder).
+    """
+
+    def __init__(
+        self, grid: TileGrid, n_classes: int, blend: str = "cosine", temp_dir: str | None = None
+    ) -> None:
+        self.grid, self.k, self.blend = grid, int(n_classes), blend
+        t, b = grid.tile, grid.block
+        self._vseams = _SeamFile(grid.block_cols, (self.k + 1, t, b), temp_dir)
+        self._hseam: np.ndarray | None = None
+        self._acc: np.ndarray | None = None
+        self._block = -1
+        self._origin = (0, 0)
+
+    def start(self, block: int) -> None:
+        """Begin block ``block`` (blocks must be started in order)."""
+        g = self.grid
+        r, c, _, _ = g.block_window(block)
+        ah = min(g.height, r + g.block + g.tile) - r
+        aw = min(g.width, c + g.block + g.tile) - c
+        self._acc = np.zeros((self.k + 1, ah, aw), dtype=np.float32)
+        self._block, self._origin = block, (r, c)
+
+    def add(self, tile: Tile, probs: np.ndarray, valid: np.ndarray | None) -> None:
+        """Add one tile's probabilities ``(K, T, T)``; ``valid`` (T, T) masks nodata pixels."""
+        g, acc = self.grid, self._acc
+        assert acc is not None and tile.block == self._block, "tile outside the current block"
+        r0, c0 = tile.row - self._origin[0], tile.col - self._origin[1]
+        h = min(g.tile, g.height - tile.row)
+        w = min(g.tile, g.width - tile.col)
+        wt = tile_weights(g.tile, g.overlap, tile.edges, self.blend)[:h, :w]
+        if valid is not None:
+            wt = wt * valid[:h, :w]
+        acc[: self.k, r0 : r0 + h, c0 : c0 + w] += probs[:, :h, :w] * wt
+        acc[self.k, r0 : r0 + h, c0 : c0 + w] += wt
+
+    def finish(self) -> FinishedBlock:
+        """Add the seams of earlier blocks, keep this block's margins, return its final pixels."""
+        g, acc = self.grid, self._acc
+        assert acc is not None
+        bi, bj = divmod(self._block, g.block_cols)
+        r, c, bh, bw = g.block_window(self._block)
+        if bj > 0 and self._hseam is not None:  # from the block to the left
+            hs = self._hseam
+            acc[:, : hs.shape[1], : hs.shape[2]] += hs
+        self._hseam = None
+        if bi > 0:  # from the block above
+            vs = self._vseams.take(bj)
+            if vs is not None:
+                acc[:, : vs.shape[1], : vs.shape[2]] += vs
+        if acc.shape[2] > bw:
+            self._hseam = acc[:, :, bw:].copy()
+        if acc.shape[1] > bh:
+            self._vseams.put(bj, acc[:, bh:, :bw])
+        out = FinishedBlock(r, c, acc[: self.k, :bh, :bw], acc[self.k, :bh, :bw])
+        self._acc = None
+        return out
+
+    def close(self) -> None:
+        self._vseams.close()
+
+
+def blocks_from_stream(grid: TileGrid, blender: Blender, items):
+    """Drive ``blender`` with ``(tile, probs, valid)`` items in grid order; yield finished blocks.
+
+    ``probs`` is None for tiles that were skipped (all nodata).
+    """
+    it = iter(items)
+    for b, n in enumerate(grid.block_sizes()):
+        blender.start(b)
+        for _ in range(n):
+            tile, probs, valid = next(it)
+            if probs is not None:
+                blender.add(tile, probs, valid)
+        yield blender.finish()

@@ -1,0 +1,128 @@
+"""``geopsp classify``: classify rasters of any size with a trained model."""
+
+from __future__ import annotations
+
+import click
+
+from geopsp.cli import options as opt
+
+
+@click.command("classify")
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT [INPUT ...]")
+@click.option(
+    "-m",
+    "--model",
+    "model",
+    required=True,
+    metavar="MODEL",
+    help="Model file written by `geopsp train` (.safetensors).",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    metavar="OUTPUT",
+    help="Class raster (GeoTIFF); a folder when there are several inputs.",
+)
+@click.option(
+    "--tile-size",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Window size in pixels [default: 2 x the model's chip size, at most 1024; "
+    "rounded to a multiple the model accepts].",
+)
+@click.option(
+    "--overlap",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Minimum overlap of neighbouring windows, < tile/2 [default: tile/8].",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Windows per forward pass.",
+)
+@click.option(
+    "--blend",
+    type=click.Choice(["cosine", "linear", "none"]),
+    default="cosine",
+    show_default=True,
+    help="Weighting of overlapping windows.",
+)
+@click.option(
+    "--tta",
+    type=click.Choice(["none", "flips", "d4"]),
+    default="none",
+    show_default=True,
+    help="Test-time augmentation averaged in probability space (flips: 4 passes, d4: 8).",
+)
+@click.option(
+    "--probabilities",
+    type=click.Path(dir_okay=True),
+    default=None,
+    metavar="PATH",
+    help="Also write per-class probabilities (uint8, value/255), one band per class.",
+)
+@click.option(
+    "--confidence",
+    type=click.Path(dir_okay=True),
+    default=None,
+    metavar="PATH",
+    help="Also write the winning class's probability (uint8, value/255; 0 = nodata).",
+)
+@click.option("--cog", is_flag=True, help="Write Cloud-Optimized GeoTIFFs (NEAREST overviews).")
+@opt.creation_options
+@opt.bands
+@opt.device
+@click.option(
+    "--amp/--no-amp",
+    default=True,
+    show_default=True,
+    help="Mixed precision on CUDA (ignored on CPU).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Extra threads reading windows (0: one background reader thread).",
+)
+@opt.overwrite
+@opt.config
+@click.pass_context
+def command(ctx: click.Context, inputs, model, output, tile_size, overlap, batch_size, blend, tta,
+            probabilities, confidence, cog, creation_options, bands, device, amp, workers,
+            overwrite) -> None:  # fmt: skip
+    """Classify INPUT rasters (any GDAL address) with MODEL into OUTPUT.
+
+    The output has the input's grid, uint8 class values, nodata 255, a color table, class
+    names (tags and an .aux.xml attribute table) and a QGIS .qml style beside it. Memory
+    stays bounded whatever the raster size. Under `torchrun --nproc-per-node N -m geopsp
+    classify ...` the ranks share the work and rank 0 writes the same bytes as one process.
+    """
+    from geopsp.inference import ClassifyOptions, classify
+    from geopsp.sources import parse_bands
+
+    options = ClassifyOptions(
+        tile_size=tile_size,
+        overlap=overlap,
+        batch_size=batch_size,
+        blend=blend,
+        tta=tta,
+        bands=parse_bands(bands),
+        probabilities=probabilities,
+        confidence=confidence,
+        cog=cog,
+        creation_options=opt.parse_creation_options(creation_options),
+        workers=workers,
+        overwrite=overwrite,
+        progress=opt.progress_enabled(ctx),
+    )
+    summaries = classify(list(inputs), model, output, options, device=device, amp=amp)
+    if opt.env_rank() == 0:
+        for s in summaries:
+            click.echo(s.line())
