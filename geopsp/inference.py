@@ -44,6 +44,7 @@ class ClassifyOptions:
     workers: int = 0
     overwrite: bool = False
     progress: bool = True
+    block_size: int | None = None  # streaming block (pixels); None: default_block(tile)
 
 
 @dataclass

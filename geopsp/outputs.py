@@ -47,6 +47,8 @@ class OutputSet:
         self.lut = index_to_value(classes)
         self.class_counts = np.zeros(256, dtype=np.int64)
         co = dict(options.creation_options or {})
+        if options.cog:  # the staging GeoTIFF takes only GTiff options; the COG copy the rest
+            co = rasters.stage_options(co)
         self.class_profile = rasters.output_profile(profile, 1, IGNORE, co)
         self.block = rasters.out_block_size(self.class_profile)
         self.temp_dir = self.output.parent if str(self.output.parent) else Path(".")

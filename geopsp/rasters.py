@@ -188,6 +188,23 @@ def write_sidecars(path: str | os.PathLike, classes: list[ClassInfo]) -> None:
     Path(str(path) + ".aux.xml").write_text(rat_xml(classes), encoding="utf-8")
 
 
+# COG driver options the GTiff driver does not know (used only for the final copy).
+COG_ONLY = {
+    "BLOCKSIZE", "OVERVIEWS", "OVERVIEW_RESAMPLING", "RESAMPLING", "OVERVIEW_COMPRESS",
+    "OVERVIEW_QUALITY", "OVERVIEW_PREDICTOR", "TILING_SCHEME", "TARGET_SRS", "ALIGNED_LEVELS",
+    "ADD_ALPHA", "STATISTICS", "WARP_RESAMPLING", "LEVEL", "QUALITY",
+}  # fmt: skip
+
+
+def stage_options(co: dict) -> dict:
+    """GTiff creation options for the staging file of a COG (``BLOCKSIZE`` -> X/Y sizes)."""
+    out = {k.upper(): v for k, v in co.items() if k.upper() not in COG_ONLY}
+    size = {k.upper(): v for k, v in co.items()}.get("BLOCKSIZE")
+    if size:
+        out["BLOCKXSIZE"] = out["BLOCKYSIZE"] = str(size)
+    return out
+
+
 def to_cog(src_path: str | os.PathLike, dst_path: str | os.PathLike, co: dict | None) -> None:
     """Copy a finished tiled GeoTIFF to a Cloud-Optimized GeoTIFF with NEAREST overviews.
 
