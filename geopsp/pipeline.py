@@ -163,8 +163,8 @@ def run_pipeline(
     Returns
     -------
     dict
-        ``tiles``, ``computed`` (tiles that ran through the model on this rank),
-        ``skipped`` (all-nodata tiles), ``forward_s`` (seconds in forward passes).
+        ``tiles``, ``computed`` (tiles that ran through the model; on rank 0 all ranks'),
+        ``skipped`` (all-nodata tiles), ``forward_s`` (seconds in this rank's forward passes).
     """
     dist = dist or Dist()
     groups = batches(grid, batch_size)
@@ -240,6 +240,8 @@ def run_pipeline(
                     continue
             elif dist.rank == 0:
                 keep, valid, probs = _recv_batch(owner, len(tiles), grid.tile, n_classes)
+                stats["computed"] += int(keep.sum())  # rank 0 reports the whole raster
+                stats["skipped"] += int((~keep).sum())
             else:
                 continue
             _put(q_blend, (tiles, keep, valid, probs), stop)
