@@ -1,0 +1,123 @@
+"""``geopsp export-chips``: cut rasters and labels into a training chip folder."""
+
+from __future__ import annotations
+
+import click
+
+from geopsp.cli import options
+
+
+@click.command("export-chips")
+@click.argument("images", nargs=-1, required=True, metavar="IMAGE [IMAGE ...]")
+@click.option(
+    "--labels",
+    required=True,
+    metavar="LABELS",
+    help="Label vector (any OGR format, any CRS) or label raster.",
+)
+@click.option("-o", "--outdir", required=True, metavar="OUTDIR", help="Chip folder to create.")
+@click.option(
+    "--class-field",
+    default=None,
+    metavar="FIELD",
+    help="Attribute with the class (default: one class).",
+)
+@click.option("--layer", default=None, metavar="NAME", help="Layer of a multi-layer vector file.")
+@click.option(
+    "--classes",
+    default=None,
+    metavar="classes.json",
+    help="Fixed class table: JSON list of {value, name, color}.",
+)
+@click.option(
+    "--chip-size", default=256, show_default=True, type=int, help="Chip edge in pixels (>= 16)."
+)
+@click.option(
+    "--stride",
+    default=None,
+    type=int,
+    help="Step between chips in pixels [default: chip size / 2].",
+)
+@options.bands
+@click.option(
+    "--unlabeled",
+    default="background",
+    show_default=True,
+    metavar="background|ignore",
+    help="Pixels outside every label: class 0 (dense labels) or ignored (sparse samples).",
+)
+@click.option(
+    "--buffer",
+    default=None,
+    type=float,
+    metavar="DIST",
+    help="Buffer labels by DIST raster-CRS units (required for lines/points).",
+)
+@click.option(
+    "--all-touched",
+    is_flag=True,
+    help="Burn every pixel a feature touches (not only pixel centers).",
+)
+@click.option(
+    "--keep-empty",
+    default=0.0,
+    show_default=True,
+    type=float,
+    help="Fraction of chips without labels to keep (reproducible).",
+)
+@click.option(
+    "--max-nodata",
+    default=0.5,
+    show_default=True,
+    type=float,
+    help="Skip chips with a larger imagery nodata fraction.",
+)
+@click.option(
+    "--val-fraction",
+    default=0.1,
+    show_default=True,
+    type=float,
+    help="Share of chips in the spatial validation split.",
+)
+@options.seed
+@options.workers
+@options.overwrite
+@click.pass_context
+def command(ctx: click.Context, images, labels, outdir, class_field, layer, classes, chip_size, stride,
+            bands, unlabeled, buffer, all_touched, keep_empty, max_nodata, val_fraction, seed, workers,
+            overwrite) -> None:  # fmt: skip
+    """Cut IMAGE rasters and their LABELS into georeferenced training chips in OUTDIR.
+
+    OUTDIR gets images/, labels/, chips.gpkg (chip footprints, windows, split, class counts),
+    classes.json, stats.json and the ArcGIS Classified_Tiles files. Example:
+
+    \b
+      geopsp export-chips sample_data/spacenet4_atlanta_buildings/sample_geotiff.tif \\
+        --labels sample_data/spacenet4_atlanta_buildings/geotiff_labels.geojson -o chips
+    """
+    from geopsp.chips import export_chips
+    from geopsp.sources import parse_bands
+
+    summary = export_chips(
+        list(images),
+        labels,
+        outdir,
+        class_field=class_field,
+        layer=layer,
+        classes=classes,
+        chip_size=chip_size,
+        stride=stride,
+        bands=parse_bands(bands),
+        unlabeled=unlabeled,
+        buffer=buffer,
+        all_touched=all_touched,
+        keep_empty=keep_empty,
+        max_nodata=max_nodata,
+        val_fraction=val_fraction,
+        seed=seed,
+        workers=workers,
+        overwrite=overwrite,
+        progress=options.progress_enabled(ctx),
+    )
+    for line in summary.summary_lines():
+        click.echo(line)
