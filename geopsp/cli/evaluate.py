@@ -1,0 +1,117 @@
+"""``geopsp evaluate``: accuracy assessment of a class raster against reference labels."""
+
+from __future__ import annotations
+
+import click
+
+from geopsp.cli import options
+
+
+@click.command("evaluate")
+@click.argument("prediction")
+@click.option(
+    "--reference",
+    "-r",
+    required=True,
+    metavar="REF",
+    help="Reference labels: a vector (any OGR address, any CRS) or a label raster.",
+)
+@click.option(
+    "--class-field",
+    default=None,
+    metavar="FIELD",
+    help="Vector attribute holding the class name or value (default: as export-chips picks it).",
+)
+@click.option("--layer", default=None, metavar="NAME", help="Vector layer (default: the first).")
+@click.option(
+    "--unlabeled",
+    type=click.Choice(["background", "ignore"]),
+    default="background",
+    show_default=True,
+    help="Reference pixels outside every polygon: class 0, or not counted.",
+)
+@click.option(
+    "--all-touched",
+    is_flag=True,
+    help="Rasterize every pixel a polygon touches, not only those whose center it covers.",
+)
+@click.option(
+    "--buffer",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="DIST",
+    help="Buffer line/point references by DIST (prediction CRS units) to make areas.",
+)
+@click.option(
+    "--boundary-tolerance",
+    type=click.FloatRange(min=0),
+    default=2.0,
+    show_default=True,
+    metavar="PIXELS",
+    help="Distance within which a predicted class edge matches a reference edge.",
+)
+@click.option(
+    "--block-size",
+    type=click.IntRange(min=64),
+    default=1024,
+    show_default=True,
+    metavar="PIXELS",
+    help="Edge of the square blocks streamed through memory.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the metrics as JSON instead of a table."
+)
+@click.option(
+    "--plot",
+    default=None,
+    metavar="CONFUSION.png",
+    help="Also write the confusion matrix as a PNG.",
+)
+@options.overwrite
+@click.pass_context
+def command(
+    ctx: click.Context,
+    prediction: str,
+    reference: str,
+    class_field: str | None,
+    layer: str | None,
+    unlabeled: str,
+    all_touched: bool,
+    buffer: float | None,
+    boundary_tolerance: float,
+    block_size: int,
+    as_json: bool,
+    plot: str | None,
+    overwrite: bool,
+) -> None:
+    """Score the class raster PREDICTION against reference labels.
+
+    Reports the confusion matrix, overall accuracy, Cohen's kappa, per-class
+    precision/recall/F1/IoU/support, mIoU, frequency-weighted IoU and boundary F1.
+    Pixels that are nodata in either map, or 255, never count.
+
+    \b
+    Example:
+      geopsp evaluate classes.tif --reference labels.gpkg --plot confusion.png
+    """
+    from geopsp.atomic import check_writable
+    from geopsp.evaluation import evaluate
+    from geopsp.report import format_table, plot_confusion, to_json
+
+    if plot:
+        check_writable(plot, overwrite)  # refuse before minutes of work, not after
+    result = evaluate(
+        prediction,
+        reference,
+        class_field=class_field,
+        layer=layer,
+        unlabeled=unlabeled,
+        all_touched=all_touched,
+        boundary_tolerance=boundary_tolerance,
+        block_size=block_size,
+        progress=options.progress_enabled(ctx),
+        buffer=buffer,
+    )
+    if plot:
+        plot_confusion(result, plot, overwrite=overwrite)
+    click.echo(to_json(result) if as_json else format_table(result))
