@@ -203,6 +203,19 @@ def test_reference_in_another_crs(tmp_path, everest):
     # (precision 1) while some reference pixels are now missed (recall < 1).
     t = evaluate(p, str(everest["labels"]), all_touched=True)
     assert t.precision[1] == 1.0 and 0.9 < t.recall[1] < 1.0
+    # The same labels as a raster in EPSG:4326 at another resolution: resampled nearest onto
+    # the UTM grid, so only the pixels along the glacier edges may disagree.
+    from rasterio.warp import calculate_default_transform, reproject
+
+    dst_t, w, h = calculate_default_transform(crs, "EPSG:4326", shape[1], shape[0],
+                                              *rasterio.transform.array_bounds(*shape, transform))  # fmt: skip
+    geo = np.full((h, w), 255, dtype=np.uint8)
+    reproject(pred, geo, src_transform=transform, src_crs=crs, dst_transform=dst_t,
+              dst_crs="EPSG:4326", dst_nodata=255)  # fmt: skip
+    q = write_raster(tmp_path / "ref4326.tif", geo, None, crs="EPSG:4326", transform=dst_t)
+    g = evaluate(p, q)
+    assert g.pixels > 0.999 * shape[0] * shape[1]
+    assert g.overall_accuracy > 0.99 and g.iou[1] > 0.99 and g.boundary_f1 > 0.95
 
 
 def test_no_class_table_uses_values_seen(tmp_path):
@@ -240,3 +253,24 @@ def test_uint8_fast_path_matches_general_confusion_matrix():
         fast = confusion_matrix(p, r, k, ignore)
         slow = confusion_matrix(p.astype(np.int32), r.astype(np.int32), k, ignore)
         assert fast.shape == (k, k) and fast.tolist() == slow.tolist()
+
+
+def test_prediction_nodata_value_and_bad_inputs(tmp_path):
+    from geopsp.errors import InputError
+
+    # nodata 9 (not 255): those pixels never count, and 9 never becomes a class.
+    p = write_raster(tmp_path / "p.tif", [[1, 9, 2], [2, 9, 1]], None, nodata=9)
+    q = write_raster(tmp_path / "q.tif", [[1, 1, 2], [2, 2, 2]], None)
+    r = evaluate(p, q)
+    assert r.labels == [1, 2] and r.matrix.tolist() == [[1, 0], [1, 2]]
+    # Labels only where the prediction is nodata: the maps overlap but share no valid pixel.
+    holes = write_raster(tmp_path / "h.tif", [[255, 1, 255], [255, 2, 255]], None)
+    with pytest.raises(InputError, match="no pixel is valid"):
+        evaluate(p, holes)
+    with rasterio.open(
+        tmp_path / "f.tif", "w", driver="GTiff", width=3, height=2, count=1, dtype="float32",
+        crs=CRS, transform=TRANSFORM,
+    ) as dst:  # fmt: skip
+        dst.write(np.ones((1, 2, 3), dtype="float32"))
+    with pytest.raises(InputError, match="integer class values"):
+        evaluate(str(tmp_path / "f.tif"), q)
