@@ -9,7 +9,9 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
+from geopsp.classes import from_dicts
 from geopsp.evaluation import evaluate, plot_confusion
+from geopsp.rasters import describe_class_band
 
 CRS = "EPSG:32633"
 TRANSFORM = from_origin(500000.0, 4000000.0, 10.0, 10.0)
@@ -29,8 +31,8 @@ def write_raster(path, data, classes=TABLE, nodata=255, crs=CRS, transform=TRANS
         dtype="uint8", crs=crs, transform=transform, nodata=nodata,
     ) as dst:  # fmt: skip
         dst.write(data, 1)
-        if classes is not None:
-            dst.update_tags(GEOPSP_CLASSES=json.dumps(classes))
+        if classes is not None:  # as geopsp classify writes it: tag, color table, description
+            describe_class_band(dst, from_dicts(classes))
     return str(path)
 
 
