@@ -56,3 +56,54 @@ def vegas() -> dict[str, Path]:
         "labels": d / "sample_roads_for_masking.geojson",
         "label_raster": d / "sample_road_raster_mask.tif",
     }
+
+
+# --- Shared chips and model (session-scoped: built once, reused by train/classify/evaluate) ---
+
+EVEREST_CHIP_SIZE = 64
+
+
+@pytest.fixture(scope="session")
+def everest_chips(everest, tmp_path_factory) -> Path:
+    """A geopsp chip folder cut from the Everest sample: 64 px chips, no overlap, 20 % val."""
+    from geopsp.chips import export_chips
+
+    out = tmp_path_factory.mktemp("everest") / "chips"
+    export_chips(
+        [str(everest["image"])],
+        str(everest["labels"]),
+        str(out),
+        chip_size=EVEREST_CHIP_SIZE,
+        stride=EVEREST_CHIP_SIZE,
+        val_fraction=0.2,
+        seed=0,
+    )
+    return out
+
+
+# Small and fast on 2 CPU cores: resnet18 from scratch, output stride 16, 3 short epochs.
+EVEREST_TRAIN = dict(
+    backbone="resnet18",
+    encoder_weights="none",
+    output_stride=16,
+    epochs=3,
+    batch_size=8,
+    lr=1e-3,
+    augment="flips",
+    patience=0,
+    seed=0,
+    device="cpu",
+)
+
+
+@pytest.fixture(scope="session")
+def everest_model(everest_chips, tmp_path_factory) -> Path:
+    """``model.safetensors`` trained by :func:`geopsp.training.train` on ``everest_chips``.
+
+    Its folder also holds metrics.csv, last.ckpt, curves.png, val_preview.png, config.yaml.
+    """
+    from geopsp.training import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("everest_model") / "run"
+    result = train(TrainConfig([str(everest_chips)], str(out), **EVEREST_TRAIN))
+    return result.model_path
