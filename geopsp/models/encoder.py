@@ -153,6 +153,13 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
     own = encoder.state_dict()
     if not any(k in own for k in sd) and any(k.startswith("encoder.") for k in sd):
         sd = {k[len("encoder.") :]: v for k, v in sd.items() if k.startswith("encoder.")}
+    # A classifier's head (torchvision "fc.*") is expected; anything else means another network.
+    extra = [k for k in sd if k not in own and not k.startswith(("fc.", "classifier.", "head."))]
+    if extra:
+        raise InputError(
+            f"encoder weights {path}: {len(extra)} unexpected tensors (e.g. {extra[0]}); "
+            "are they for another backbone?"
+        )
     fixed = {}
     for k, v in sd.items():
         if k not in own:

@@ -31,7 +31,10 @@ def point_sample(features: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     """
     with torch.autocast(device_type=features.device.type, enabled=False):
         grid = (coords.float() * 2.0 - 1.0).unsqueeze(1)  # (B, 1, P, 2) in [-1, 1]
-        out = F.grid_sample(features.float(), grid, mode="bilinear", align_corners=False)
+        # "border" clamps as F.interpolate does, so the outer half pixel is not pulled to 0.
+        out = F.grid_sample(
+            features.float(), grid, mode="bilinear", padding_mode="border", align_corners=False
+        )
     return out.squeeze(2)
 
 
