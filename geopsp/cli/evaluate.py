@@ -20,9 +20,17 @@ from geopsp.cli import options
     "--class-field",
     default=None,
     metavar="FIELD",
-    help="Vector attribute holding the class name or value (default: as export-chips picks it).",
+    help=(
+        "Vector attribute holding each polygon's class name or value (default: none, every "
+        "polygon is the prediction's single non-background class)."
+    ),
 )
-@click.option("--layer", default=None, metavar="NAME", help="Vector layer (default: the first).")
+@click.option(
+    "--layer",
+    default=None,
+    metavar="NAME",
+    help="Layer of a multi-layer vector (default: the only one).",
+)
 @click.option(
     "--unlabeled",
     type=click.Choice(["background", "ignore"]),
@@ -68,6 +76,7 @@ from geopsp.cli import options
     help="Also write the confusion matrix as a PNG.",
 )
 @options.overwrite
+@options.config
 @click.pass_context
 def command(
     ctx: click.Context,
