@@ -10,15 +10,15 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from geopsp.atomic import atomic_path, check_writable
 from geopsp.chip_grid import window_grid
-from geopsp.chip_outputs import ChipRecord, write_index, write_metadata
+from geopsp.chip_outputs import write_index, write_metadata
+from geopsp.chip_run import run_windows
 from geopsp.chip_stats import BandStats
-from geopsp.chip_worker import ChipParams, ChipResult, init_worker, process_batch, temp_names
+from geopsp.chip_worker import ChipParams
 from geopsp.classes import IGNORE, ClassInfo, load_classes
 from geopsp.errors import InputError, UsageError
 from geopsp.label_classes import check_unlabeled
@@ -228,7 +228,7 @@ def export_chips(
             chip_size, tuple(used_bands), unlabeled, all_touched, keep_empty, max_nodata, seed, str(tmp),
             tuple(src.classes),
         )  # fmt: skip
-        records, stats = _run(
+        records, stats = run_windows(
             jobs, cand, src, params, summary, len(used_bands), workers, progress, tmp
         )
         if not records:
@@ -239,63 +239,6 @@ def export_chips(
         _finish(tmp, records, stats, sources, used_bands, src.classes, summary, chip_size, stride,
                 unlabeled, val_fraction, seed)  # fmt: skip
     return summary
-
-
-def _run(
-    jobs, total, src, params, summary, nbands, workers, progress, tmp
-) -> tuple[list, BandStats]:
-    """Cut every window, in order, renaming kept chips to consecutive ids."""
-    from geopsp.progress import bar
-
-    records: list[ChipRecord] = []
-    stats = BandStats(nbands)
-    source_of = {w[0]: job[0] for job in jobs for w in job[2]}
-    window_of = {w[0]: (w[1], w[2]) for job in jobs for w in job[2]}
-    with bar(total, "export-chips", enabled=progress, unit="window") as pbar:
-        for results in _results(jobs, src, params, workers):
-            for r in results:
-                _collect(r, records, stats, summary, source_of, window_of, params, tmp)
-            pbar.update(len(results))
-    return records, stats
-
-
-def _results(jobs, src, params, workers):
-    if workers == 0:
-        init_worker(src, params)
-        for job in jobs:
-            yield process_batch(job)
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    ctx = multiprocessing.get_context("spawn")  # fork is unsafe with GDAL's threads and caches
-    with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=init_worker, initargs=(src, params)
-    ) as ex:
-        try:
-            yield from ex.map(process_batch, jobs)
-        except BaseException:
-            ex.shutdown(wait=True, cancel_futures=True)
-            raise
-
-
-def _collect(
-    r: ChipResult, records, stats, summary, source_of, window_of, params, tmp: Path
-) -> None:
-    if r.status == "empty":
-        summary.skipped_empty += 1
-        return
-    if r.status == "nodata":
-        summary.skipped_nodata += 1
-        return
-    rec = ChipRecord(len(records), source_of[r.cand], *window_of[r.cand], params.chip_size,
-                     r.nodata_fraction, r.counts)  # fmt: skip
-    img, lab = temp_names(str(tmp), r.cand)
-    os.replace(img, tmp / "images" / rec.name)
-    os.replace(lab, tmp / "labels" / rec.name)
-    records.append(rec)
-    if r.n:
-        stats.add(r.n, r.mean, r.m2, r.vmin, r.vmax)
 
 
 def _finish(

@@ -20,6 +20,7 @@ import numpy as np
 from geopsp.classes import IGNORE, ClassInfo
 from geopsp.errors import InputError, UsageError
 from geopsp.label_classes import check_unlabeled, classes_from_field, classes_from_raster_values
+from geopsp.label_raster import resample_label_raster
 from geopsp.label_read import read_label_raster_values, read_vector
 
 log = logging.getLogger(__name__)
@@ -235,7 +236,7 @@ def rasterize_labels(
     fill = 0 if unlabeled == "background" else IGNORE
     if src.kind == "vector":
         return _rasterize_vector(src, crs, transform, width, height, fill, all_touched)
-    return _resample_raster(src, crs, transform, width, height, fill)
+    return resample_label_raster(src, crs, transform, width, height, fill)
 
 
 def _rasterize_vector(src, crs, transform, width, height, fill, all_touched) -> np.ndarray:
@@ -256,57 +257,3 @@ def _rasterize_vector(src, crs, transform, width, height, fill, all_touched) -> 
         all_touched=all_touched,
         dtype="uint8",
     )
-
-
-def _resample_raster(src, crs, transform, width, height, fill) -> np.ndarray:
-    import rasterio
-    from rasterio.enums import Resampling
-    from rasterio.warp import reproject
-
-    ds = src._dataset()
-    lut = np.full(256, IGNORE, dtype=np.uint8)
-    for c in src.classes:
-        lut[c.value] = c.value
-    lut[0] = fill  # 0 in a label raster means "unlabeled"
-    raw = _aligned_read(ds, crs, transform, width, height)
-    if raw is None:
-        raw = np.full((height, width), -1, dtype=np.int32)
-        reproject(
-            source=rasterio.band(ds, 1),
-            destination=raw,
-            src_nodata=ds.nodata,
-            dst_transform=transform,
-            dst_crs=crs,
-            dst_nodata=-1,
-            resampling=Resampling.nearest,
-        )
-    out = np.full((height, width), IGNORE, dtype=np.uint8)
-    inside = raw >= 0
-    if ds.nodata is not None:
-        inside &= raw != ds.nodata
-    vals = raw[inside]
-    out[inside] = np.where(vals <= 255, lut[np.clip(vals, 0, 255)], IGNORE)
-    return out
-
-
-def _aligned_read(ds, crs, transform, width, height) -> np.ndarray | None:
-    """Direct windowed read when the grids coincide (same CRS and pixel lattice), else None."""
-    from rasterio.windows import Window
-
-    if ds.crs != crs or not ds.transform.is_rectilinear or not transform.is_rectilinear:
-        return None
-    t = ds.transform
-    if not (np.isclose(t.a, transform.a) and np.isclose(t.e, transform.e)):
-        return None
-    col = (transform.c - t.c) / t.a
-    row = (transform.f - t.f) / t.e
-    if not (np.isclose(col, round(col), atol=1e-6) and np.isclose(row, round(row), atol=1e-6)):
-        return None
-    col, row = int(round(col)), int(round(row))
-    out = np.full((height, width), -1, dtype=np.int32)
-    c0, r0 = max(col, 0), max(row, 0)
-    c1, r1 = min(col + width, ds.width), min(row + height, ds.height)
-    if c1 > c0 and r1 > r0:
-        block = ds.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
-        out[r0 - row : r1 - row, c0 - col : c1 - col] = block
-    return out
