@@ -22,7 +22,10 @@ def sample_data() -> Path:
 @pytest.fixture(scope="session")
 def everest() -> dict[str, Path]:
     d = SAMPLE / "everest_landsat7_glaciers"
-    return {"image": d / "LE71400412000304SGS00_RGB.tif", "labels": d / "15_rgi60_glacier_outlines.gpkg"}
+    return {
+        "image": d / "LE71400412000304SGS00_RGB.tif",
+        "labels": d / "15_rgi60_glacier_outlines.gpkg",
+    }
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +48,10 @@ def nc_landsat() -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def rcr() -> dict[str, Path]:
     d = SAMPLE / "rcr_sentinel2_landcover"
-    return {"image": d / "rcr_s2b_l1c_20181013_B01-B08_crop1000x600.tif", "labels": d / "rcr_landcover.shp"}
+    return {
+        "image": d / "rcr_s2b_l1c_20181013_B01-B08_crop1000x600.tif",
+        "labels": d / "rcr_landcover.shp",
+    }
 
 
 @pytest.fixture(scope="session")
@@ -107,3 +113,134 @@ def everest_model(everest_chips, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("everest_model") / "run"
     result = train(TrainConfig([str(everest_chips)], str(out), **EVEREST_TRAIN))
     return result.model_path
+
+
+def write_chip_folder(
+    folder: Path,
+    n: int = 12,
+    size: int = 32,
+    bands: int = 3,
+    classes: tuple = ((0, "background"), (1, "water")),
+    val_every: int = 4,
+    stats: bool = True,
+    seed: int = 0,
+) -> Path:
+    """Write a small synthetic geopsp chip folder that a model can learn quickly.
+
+    Each chip is a grid of class patches; band values depend on the class (plus noise), so
+    the task is easy. Every ``val_every``-th chip is in validation.
+    """
+    import json
+
+    import geopandas as gpd
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+    from shapely.geometry import box
+
+    rng = np.random.default_rng(seed)
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels").mkdir()
+    values = [v for v, _ in classes]
+    rows, imgs = [], []
+    for i in range(n):
+        cells = rng.choice(values, size=(4, 4))
+        lab = np.kron(cells, np.ones((size // 4, size // 4), dtype=np.uint8)).astype(np.uint8)
+        img = np.stack([lab * (40 + 10 * b) + 60 for b in range(bands)]).astype(np.float32)
+        img = np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
+        x0, y0 = 500000 + i * size * 10, 4000000
+        tr = from_origin(x0, y0, 10, 10)
+        prof = dict(driver="GTiff", width=size, height=size, crs="EPSG:32631", transform=tr)
+        name = f"{i:09d}.tif"
+        with rasterio.open(folder / "images" / name, "w", count=bands, dtype="uint8", **prof) as d:
+            d.write(img)
+        with rasterio.open(
+            folder / "labels" / name, "w", count=1, dtype="uint8", nodata=255, **prof
+        ) as d:
+            d.write(lab, 1)
+        counts = {f"count_{v}": int((lab == v).sum()) for v in values}
+        rows.append(
+            dict(chip_id=i, image=f"images/{name}", label=f"labels/{name}", source="synthetic.tif",
+                 col_off=i * size, row_off=0, width=size, height=size,
+                 split="val" if i % val_every == val_every - 1 else "train",
+                 nodata_fraction=0.0, **counts, count_255=0,
+                 geometry=box(x0, y0 - size * 10, x0 + size * 10, y0))
+        )  # fmt: skip
+        imgs.append(img)
+    gpd.GeoDataFrame(rows, crs="EPSG:32631").to_crs(4326).to_file(
+        folder / "chips.gpkg", layer="chips"
+    )
+    (folder / "classes.json").write_text(
+        json.dumps(
+            [{"value": v, "name": nm, "color": [v * 40 % 256, 100, 200]} for v, nm in classes]
+        )
+    )
+    if stats:
+        allpx = np.stack(imgs).astype(np.float64)
+        st = {
+            "bands": list(range(1, bands + 1)),
+            "band_count": bands,
+            "mean": allpx.mean(axis=(0, 2, 3)).tolist(),
+            "std": allpx.std(axis=(0, 2, 3)).tolist(),
+            "chip_size": size,
+            "crs": "EPSG:32631",
+            "resolution": [10.0, 10.0],
+        }
+        (folder / "stats.json").write_text(json.dumps(st))
+    return folder
+
+
+@pytest.fixture
+def chip_folder(tmp_path):
+    """Factory: ``chip_folder(name, **kw)`` writes a synthetic chip folder under tmp_path."""
+
+    def make(name: str = "chips", **kw) -> Path:
+        return write_chip_folder(tmp_path / name, **kw)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def arcgis_chips(everest, tmp_path_factory) -> Path:
+    """An ArcGIS Pro "Classified_Tiles" folder cut from the Everest sample (no geopsp files):
+    images/*.tif, labels/*.tif, map.txt with Windows back-slashes and CRLF, and an .emd whose
+    classes omit the 0 background, as ArcGIS writes them."""
+    import json
+
+    import geopandas as gpd
+    import numpy as np
+    import rasterio
+    from rasterio.features import rasterize
+    from rasterio.windows import Window
+    from rasterio.windows import transform as window_transform
+
+    out = tmp_path_factory.mktemp("arcgis") / "Classified_Tiles"
+    (out / "images").mkdir(parents=True)
+    (out / "labels").mkdir()
+    size, lines = 64, []
+    with rasterio.open(everest["image"]) as src:
+        shapes = gpd.read_file(everest["labels"]).to_crs(src.crs).geometry
+        for k, (r, c) in enumerate((r, c) for r in range(4) for c in range(6)):
+            win = Window(c * size + 200, r * size + 100, size, size)
+            tr = window_transform(win, src.transform)
+            img = src.read(window=win)
+            lab = rasterize(((g, 1) for g in shapes), out_shape=(size, size), transform=tr)
+            prof = dict(driver="GTiff", width=size, height=size, crs=src.crs, transform=tr)
+            name = f"{k:09d}.tif"
+            with rasterio.open(out / "images" / name, "w", count=3, dtype="uint8", **prof) as d:
+                d.write(img)
+            with rasterio.open(out / "labels" / name, "w", count=1, dtype="uint8", **prof) as d:
+                d.write(lab.astype(np.uint8), 1)
+            lines.append(f"images\\{name} labels\\{name}")
+    (out / "map.txt").write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    emd = {
+        "Framework": "Keras",
+        "ModelConfiguration": "DeepLab",
+        "ModelType": "ImageClassification",
+        "ImageHeight": size,
+        "ImageWidth": size,
+        "ExtractBands": [0, 1, 2],
+        "Classes": [{"Value": 1, "Name": "Glacier", "Color": [0, 200, 255]}],
+    }
+    (out / "esri_model_definition.emd").write_text(json.dumps(emd, indent=2))
+    return out
