@@ -140,7 +140,7 @@ def test_reference_classes_not_in_prediction_table(case):
     assert r.exit_code == 0, r.output
 
 
-def test_docs_examples_run_as_written(tmp_path, sample_data):
+def test_docs_examples_run_as_written(tmp_path, sample_data, monkeypatch):
     """Every bash and python block of docs/evaluate.md runs from a checkout-like folder."""
     import os
     import re
@@ -149,20 +149,70 @@ def test_docs_examples_run_as_written(tmp_path, sample_data):
     from pathlib import Path
 
     doc = (sample_data.parent / "docs" / "evaluate.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```(bash|python)\n(.*?)```", doc, flags=re.S)
-    assert [k for k, _ in blocks].count("bash") >= 3 and ("python", blocks[-1][1]) in blocks
+    bash = re.findall(r"```bash\n(.*?)```", doc, flags=re.S)
+    python = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
+    assert len(bash) >= 3 and len(python) == 1
     (tmp_path / "sample_data").symlink_to(sample_data)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    for kind, code in blocks:
-        cmd = (
-            ["bash", "-euo", "pipefail", "-c", code]
-            if kind == "bash"
-            else [sys.executable, "-c", code]
-        )
-        out = subprocess.run(
-            cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-        )
-        assert out.returncode == 0, f"{code}\n{out.stdout}\n{out.stderr}"
+    # One shell for all blocks (each block still stops the script on its first failure).
+    script = "\n".join(f"( set -euo pipefail\n{b})" for b in bash)
+    out = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, f"{out.stdout}\n{out.stderr}"
     metrics = json.loads((tmp_path / "nc_metrics.json").read_text())
     assert set(metrics) == JSON_KEYS and metrics["overall_accuracy"] > 0.99
+    (tmp_path / "nc_confusion.png").unlink()
+    monkeypatch.chdir(tmp_path)
+    exec(compile(python[0], "docs/evaluate.md", "exec"), {})
     assert (tmp_path / "nc_confusion.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_classify_output_end_to_end(tmp_path, everest):
+    """What ``geopsp classify`` writes (nodata, class table) is what evaluate reads."""
+    import rasterio
+    import torch
+    from rasterio.features import rasterize
+
+    from geopsp.modelfile import save_model
+    from geopsp.models import build_model
+
+    torch.manual_seed(0)
+    arch = {"in_channels": 3, "num_classes": 2, "output_stride": 16, "decoder": "upsample",
+            "pointrend": False}  # fmt: skip
+    net = build_model(arch)
+    table = [{"value": 0, "name": "background", "color": [0, 0, 0]},
+             {"value": 1, "name": "glacier", "color": [120, 200, 255]}]  # fmt: skip
+    save_model(tmp_path / "m.safetensors", net, {
+        "architecture": net.arch, "bands": [1, 2, 3], "classes": table, "chip_size": 64,
+        "normalization": {"mean": [80.0] * 3, "std": [40.0] * 3}, "resolution": [30.0, 30.0],
+        "crs": "EPSG:32645"})  # fmt: skip
+    from rasterio.windows import Window
+
+    win = Window(150, 50, 256, 256)  # a crop keeps the model run short on CPU
+    with rasterio.open(everest["image"]) as src:
+        arr, prof = src.read(window=win), src.profile
+        transform = src.window_transform(win)
+        outlines = __import__("geopandas").read_file(everest["labels"]).to_crs(src.crs)
+    glacier = rasterize(((g, 1) for g in outlines.geometry), out_shape=arr.shape[1:],
+                        transform=transform, dtype="uint8")  # fmt: skip
+    arr[:, 50:130, 50:180] = 0  # a nodata hole in the image becomes nodata in the map
+    prof.update(nodata=0, width=256, height=256, transform=transform, blockysize=16)
+    with rasterio.open(tmp_path / "img.tif", "w", **prof) as dst:
+        dst.write(arr)
+    r = CliRunner().invoke(cli, ["-q", "classify", str(tmp_path / "img.tif"), "-m",
+                                 str(tmp_path / "m.safetensors"), "-o", str(tmp_path / "c.tif")])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    r = run(tmp_path / "c.tif", "--reference", everest["labels"], "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["labels"] == [0, 1] and [c["name"] for c in d["per_class"]] == [
+        "background",
+        "glacier",
+    ]
+    valid = np.ones(glacier.shape, dtype=bool)
+    valid[50:130, 50:180] = False
+    assert sum(map(sum, d["confusion_matrix"])) == valid.sum()
+    assert [c["support"] for c in d["per_class"]] == [
+        int((glacier[valid] == v).sum()) for v in (0, 1)
+    ]
