@@ -204,3 +204,34 @@ def test_plan_tiles_defaults_and_errors():
         plan_tiles(p, 256, 128)
     with pytest.raises(UsageError, match="too small"):
         plan_tiles(p, 16, 0)
+
+
+def test_warns_about_missing_crs_and_resolution(tmp_path, caplog):
+    arr = _probability_raster((2, 64, 64))
+    src = _write(tmp_path / "in.tif", arr, crs=None)
+    pred = _identity(2)
+    pred.resolution = (30.0, 30.0)  # the raster has 2-unit pixels: 15x finer
+    with caplog.at_level("WARNING", logger="geopsp"):
+        classify_raster(src, tmp_path / "c.tif", pred, _opts(tmp_path))
+    text = caplog.text
+    assert "no CRS" in text and "trained on 30" in text
+    caplog.clear()
+    pred.resolution = (3.0, 3.0)  # within 2x: no warning
+    src = _write(tmp_path / "in2.tif", arr)
+    with caplog.at_level("WARNING", logger="geopsp"):
+        classify_raster(src, tmp_path / "c2.tif", pred, _opts(tmp_path))
+    assert caplog.text == ""
+
+
+def test_band_selection_and_mismatch(tmp_path):
+    arr = _probability_raster((4, 64, 64))
+    src = _write(tmp_path / "in.tif", arr)
+    pred = _identity(2)
+    with pytest.raises(UsageError, match="4 band.*expects 2.*-b/--bands"):
+        classify_raster(src, tmp_path / "c.tif", pred, _opts(tmp_path))
+    probs = tmp_path / "p.tif"
+    classify_raster(
+        src, tmp_path / "c.tif", pred, _opts(tmp_path, bands=[3, 1], probabilities=str(probs))
+    )
+    with rasterio.open(probs) as d:
+        np.testing.assert_array_equal(d.read(), arr[[2, 0]])
