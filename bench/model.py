@@ -1,0 +1,111 @@
+"""Model cost benchmark: parameters, GFLOPs per tile, CPU forward speed vs the matmul ceiling.
+
+For each backbone x decoder x PointRend on/off (and output stride), builds the model with
+random weights, counts the FLOPs of one eval forward pass over a ``--size`` tile with
+``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add counts as 2 FLOPs), times batch-1
+eval forwards under ``torch.inference_mode`` and compares the achieved GFLOP/s with the
+GFLOP/s of a large float32 matmul measured in the same run (the practical compute ceiling).
+
+Usage::
+
+    python bench/model.py                    # the full table (a few minutes on 2 cores)
+    python bench/model.py --backbones resnet18 --reps 1 --size 256   # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from geopsp.models import build_model
+
+
+def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
+    """Best-of-``reps`` float32 matmul speed in GFLOP/s (2 n^3 FLOPs per product)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def count_gflops(model: torch.nn.Module, x: torch.Tensor) -> float:
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(x)
+    return counter.get_total_flops() / 1e9
+
+
+def time_forward(model: torch.nn.Module, x: torch.Tensor, reps: int) -> float:
+    """Best-of-``reps`` seconds per forward (after one warm-up run)."""
+    with torch.inference_mode():
+        model(x)
+        best = float("inf")
+        for _ in range(reps):
+            t = time.perf_counter()
+            model(x)
+            best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backbones", default="resnet18,resnet34,resnet50")
+    ap.add_argument("--decoders", default="fpn,upsample")
+    ap.add_argument("--output-strides", default="8", help="comma list, e.g. 8,16")
+    ap.add_argument("--size", type=int, default=512, help="tile size in pixels")
+    ap.add_argument("--bands", type=int, default=3)
+    ap.add_argument("--classes", type=int, default=8)
+    ap.add_argument("--reps", type=int, default=2)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, tile {args.size}px")
+    print(f"matmul ceiling at start: {matmul_gflops():.0f} GFLOP/s (float32, 2048x2048)\n")
+    print(
+        "| backbone | OS | decoder | PointRend | params (M) | GFLOPs / tile | s / tile "
+        "| MP/s | GFLOP/s | matmul GFLOP/s | % of matmul |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    x = torch.randn(1, args.bands, args.size, args.size)
+    combos = itertools.product(
+        args.backbones.split(","),
+        [int(s) for s in args.output_strides.split(",")],
+        args.decoders.split(","),
+        (True, False),
+    )
+    for backbone, os_, decoder, pointrend in combos:
+        arch = {
+            "backbone": backbone,
+            "in_channels": args.bands,
+            "num_classes": args.classes,
+            "output_stride": os_,
+            "decoder": decoder,
+            "pointrend": pointrend,
+        }
+        model = build_model(arch).eval()
+        # Parameters used at inference (the aux head is training-only).
+        params = sum(
+            p.numel() for n, p in model.named_parameters() if not n.startswith("aux_head.")
+        )
+        gflops = count_gflops(model, x)
+        # The ceiling is re-measured beside each row: the machine may be shared and busy.
+        ceiling = matmul_gflops()
+        sec = time_forward(model, x, args.reps)
+        mps = args.size * args.size / sec / 1e6
+        achieved = gflops / sec
+        print(
+            f"| {backbone} | {os_} | {decoder} | {'on' if pointrend else 'off'} "
+            f"| {params / 1e6:.1f} | {gflops:.1f} | {sec:.2f} | {mps:.3f} | {achieved:.0f} "
+            f"| {ceiling:.0f} | {100 * achieved / ceiling:.0f}% |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
