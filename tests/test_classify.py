@@ -52,6 +52,13 @@ def model(request, tmp_path_factory):
         return make_model(tmp_path_factory.mktemp("model") / "model.safetensors")
 
 
+def model_classes(path):
+    from geopsp.classes import from_dicts
+    from geopsp.modelfile import read_metadata
+
+    return from_dicts(read_metadata(path)["classes"])
+
+
 @pytest.fixture(scope="module")
 def everest_nodata(everest, tmp_path_factory):
     """The Everest scene with nodata 0 and a rectangle of nodata."""
@@ -98,7 +105,9 @@ def test_end_to_end_grid_nodata_and_metadata(model, everest_nodata, tmp_path):
     r = run(everest_nodata, "-m", model, "-o", out, "--tile-size", "256",
             "--confidence", tmp_path / "conf.tif")  # fmt: skip
     assert r.exit_code == 0, r.output
-    assert "pixels" in r.output and "MP/s" in r.output and "background" not in r.output
+    assert "pixels" in r.output and "MP/s" in r.output
+    classes = model_classes(model)
+    values = [c.value for c in classes]
     with rasterio.open(everest_nodata) as src, rasterio.open(out) as dst:
         assert dst.crs == src.crs and dst.transform == src.transform
         assert (dst.width, dst.height) == (src.width, src.height)
@@ -107,25 +116,24 @@ def test_end_to_end_grid_nodata_and_metadata(model, everest_nodata, tmp_path):
         invalid = ~src.dataset_mask().astype(bool)
         assert invalid.sum() >= 80 * 130
         assert (cls[invalid] == 255).all() and (cls[~invalid] != 255).all()
-        assert set(np.unique(cls[~invalid])) <= {0, 1}
+        assert set(np.unique(cls[~invalid])) <= set(values)
         cmap = dst.colormap(1)
-        assert cmap[1] == (120, 200, 255, 255) and cmap[0] == (0, 0, 0, 255)
+        assert [cmap[c.value] for c in classes] == [(*c.color, 255) for c in classes]
         assert dst.descriptions == ("class",)
-        assert dst.block_shapes == [(256, 256)] or dst.block_shapes == [(512, 512)]
+        assert dst.block_shapes == [(512, 512)]
         assert dst.compression is not None
-        assert [c.name for c in read_classes(dst)] == ["background", "glacier"]
+        assert read_classes(dst) == classes
     rat = read_rat(str(out) + ".aux.xml")
     assert [(row["Value"], row["Class_Name"]) for row in rat] == [
-        ("0", "background"),
-        ("1", "glacier"),
+        (str(c.value), c.name) for c in classes
     ]
     qml = ET.parse(tmp_path / "classes.qml").getroot()
     entries = qml.findall(".//paletteEntry")
     assert [(e.get("value"), e.get("label"), e.get("color")) for e in entries] == [
-        ("0", "background", "#000000"), ("1", "glacier", "#78c8ff")]  # fmt: skip
+        (str(c.value), c.name, "#{:02x}{:02x}{:02x}".format(*c.color)) for c in classes]  # fmt: skip
     with rasterio.open(tmp_path / "conf.tif") as c:
         conf = c.read(1)
-        assert (conf[invalid] == 0).all() and (conf[~invalid] >= 127).all()
+        assert (conf[invalid] == 0).all() and (conf[~invalid] >= 255 // len(classes)).all()
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "classes.qml", "classes.tif", "classes.tif.aux.xml", "conf.tif"]  # fmt: skip
 
@@ -144,11 +152,12 @@ def test_cog_output_is_valid(model, everest, tmp_path):
     assert cog_validate(str(tmp_path / "p.tif"))[0]
     with rasterio.open(out) as d:
         assert d.overviews(1) == [2]  # 400 x 400 at 256-pixel tiles
-        assert d.colormap(1)[1] == (120, 200, 255, 255)
-        assert read_classes(d) is not None
+        classes = model_classes(model)
+        assert d.colormap(1)[classes[-1].value] == (*classes[-1].color, 255)
+        assert read_classes(d) == classes
         assert d.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
     with rasterio.open(tmp_path / "p.tif") as p:
-        assert p.count == 2 and p.descriptions == ("probability background", "probability glacier")
+        assert p.descriptions == tuple(f"probability {c.name}" for c in classes)
     assert os.path.exists(str(out) + ".aux.xml") and (tmp_path / "classes_cog.qml").exists()
     assert not [p for p in tmp_path.iterdir() if ".geopsp-tmp" in p.name]
 
