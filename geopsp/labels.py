@@ -242,15 +242,22 @@ def rasterize_labels(
 def _rasterize_vector(src, crs, transform, width, height, fill, all_touched) -> np.ndarray:
     import shapely
     from rasterio.features import rasterize
-    from rasterio.transform import array_bounds
 
     geoms, values, tree = src._vector_for(crs)
-    west, south, east, north = array_bounds(height, width, transform)
-    idx = np.sort(tree.query(shapely.box(west, south, east, north)))
+    corners = np.array([transform * (c, r) for c in (0, width) for r in (0, height)])
+    (xmin, ymin), (xmax, ymax) = corners.min(axis=0), corners.max(axis=0)
+    idx = np.sort(tree.query(shapely.box(xmin, ymin, xmax, ymax)))
     if len(idx) == 0:
         return np.full((height, width), fill, dtype=np.uint8)
+    # Clip to the grid plus a 2-pixel margin: the clip edges fall outside the grid, so the burnt
+    # pixels are unchanged, but huge polygons no longer cost their full vertex count per chip.
+    m = 2 * max(abs(transform.a) + abs(transform.b), abs(transform.d) + abs(transform.e))
+    clipped = shapely.clip_by_rect(geoms[idx], xmin - m, ymin - m, xmax + m, ymax + m)
+    keep = ~shapely.is_empty(clipped)
+    if not keep.any():
+        return np.full((height, width), fill, dtype=np.uint8)
     return rasterize(
-        zip(geoms[idx], values[idx].tolist(), strict=True),
+        zip(clipped[keep], values[idx][keep].tolist(), strict=True),
         out_shape=(height, width),
         transform=transform,
         fill=fill,

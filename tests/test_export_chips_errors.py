@@ -156,7 +156,7 @@ def test_classes_json_fixes_values_and_rejects_unknown(nc_landsat, tmp_path):
         "--class-field",
         "label",
     ]
-    r = _run([*args, "--classes", cj, "--unlabeled", "ignore", "--chip-size", "64"])
+    r = _run([*args, "--classes", cj, "--unlabeled", "ignore", "--chip-size", "128"])
     assert r.exit_code == 0, r.output
     assert [c["value"] for c in json.loads((out / "classes.json").read_text())] == [
         10,

@@ -1,0 +1,118 @@
+"""export-chips benchmark: chips per second and the ratio to the I/O floor.
+
+The **I/O floor** is a bare rasterio loop over the same windows that reads each window of the
+image and writes it (and a constant uint8 label chip) as GeoTIFFs with the same creation
+options, in one process: what any chip exporter must at least do. ``export_chips`` adds label
+rasterization (reprojected vectors), masks, statistics, the index and the metadata files.
+With ``--keep-empty 1`` every window is written, so both sides write the same chips.
+
+Each configuration runs ``--repeat`` times and the best time is kept (the machine is shared);
+ratios come from one run of this script.
+
+Usage::
+
+    python bench/export_chips.py                          # Everest sample, 64 px chips
+    python bench/export_chips.py --chip-size 128 --stride 64 --repeat 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
+
+from geopsp.chip_grid import window_grid
+from geopsp.chips import export_chips
+
+ROOT = Path(__file__).resolve().parents[1]
+EVEREST = ROOT / "sample_data" / "everest_landsat7_glaciers"
+
+
+def io_floor(image: str, chip: int, stride: int, outdir: Path) -> tuple[float, int]:
+    """Seconds for a bare read + write of every window, and the number of windows."""
+    outdir.mkdir()
+    t = time.perf_counter()
+    with rasterio.open(image) as ds:
+        wins = window_grid(ds.width, ds.height, chip, stride)
+        prof = {
+            "driver": "GTiff",
+            "width": chip,
+            "height": chip,
+            "crs": ds.crs,
+            "compress": "deflate",
+        }
+        prof.update(tiled=True, blockxsize=min(chip, 256), blockysize=min(chip, 256))
+        label = np.zeros((1, chip, chip), dtype="uint8")
+        for i, (c, r) in enumerate(wins):
+            win = Window(c, r, chip, chip)
+            data = ds.read(window=win)  # every window lies inside the raster (size >= chip)
+            tr = window_transform(win, ds.transform)
+            with rasterio.open(
+                outdir / f"i{i}.tif", "w", **prof, transform=tr, count=ds.count, dtype=data.dtype
+            ) as dst:
+                dst.write(data)
+            with rasterio.open(
+                outdir / f"l{i}.tif", "w", **prof, transform=tr, count=1, dtype="uint8", nodata=255
+            ) as dst:
+                dst.write(label)
+    return time.perf_counter() - t, len(wins)
+
+
+def run_export(image, labels, chip, stride, workers, outdir: Path) -> tuple[float, int]:
+    t = time.perf_counter()
+    s = export_chips(
+        [image], labels, str(outdir), chip_size=chip, stride=stride, keep_empty=1.0, workers=workers
+    )
+    return time.perf_counter() - t, s.chips_written
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--image", default=str(EVEREST / "LE71400412000304SGS00_RGB.tif"))
+    ap.add_argument("--labels", default=str(EVEREST / "15_rgi60_glacier_outlines.gpkg"))
+    ap.add_argument("--chip-size", type=int, default=64)
+    ap.add_argument("--stride", type=int, default=32)
+    ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--repeat", type=int, default=3)
+    a = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-chips-"))
+    try:
+        floor, n = min(
+            io_floor(a.image, a.chip_size, a.stride, tmp / f"f{i}") for i in range(a.repeat)
+        )
+        rows = []
+        for w in a.workers:
+            best, written = min(
+                run_export(a.image, a.labels, a.chip_size, a.stride, w, tmp / f"w{w}-{i}")
+                for i in range(a.repeat)
+            )
+            assert written == n, (written, n)
+            rows.append((w, best))
+        with rasterio.open(a.image) as ds:
+            desc = (
+                f"{Path(a.image).name} ({ds.width} x {ds.height}, {ds.count} bands {ds.dtypes[0]})"
+            )
+        print(
+            f"image: {desc}; {n} chips of {a.chip_size} px, stride {a.stride}; best of {a.repeat}\n"
+        )
+        print("| run | seconds | chips/s | time / I/O floor |")
+        print("|---|---:|---:|---:|")
+        print(
+            f"| I/O floor (bare rasterio read + write, 1 process) | {floor:.2f} | {n / floor:.0f} | 1.00 |"
+        )
+        for w, t in rows:
+            label = "in-process (`--workers 0`)" if w == 0 else f"`--workers {w}`"
+            print(f"| export-chips {label} | {t:.2f} | {n / t:.0f} | {t / floor:.2f} |")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
