@@ -11,7 +11,7 @@ ratios come from one run of this script.
 
 Usage::
 
-    python bench/export_chips.py                          # Everest sample, 64 px chips
+    python bench/export_chips.py                          # Everest sample, 64 px chips every 16 px
     python bench/export_chips.py --chip-size 128 --stride 64 --repeat 5
 """
 
@@ -78,7 +78,7 @@ def main() -> None:
     ap.add_argument("--image", default=str(EVEREST / "LE71400412000304SGS00_RGB.tif"))
     ap.add_argument("--labels", default=str(EVEREST / "15_rgi60_glacier_outlines.gpkg"))
     ap.add_argument("--chip-size", type=int, default=64)
-    ap.add_argument("--stride", type=int, default=32)
+    ap.add_argument("--stride", type=int, default=16)
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()

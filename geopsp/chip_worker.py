@@ -71,6 +71,8 @@ def keep_empty_draw(seed: int, image_index: int, col: int, row: int) -> float:
 
 def process_batch(job: tuple[int, str, list[tuple[int, int, int]]]) -> list[ChipResult]:
     """Cut the windows ``[(cand, col_off, row_off), ...]`` of image ``job[1]``."""
+    import rasterio
+
     image_index, address, windows = job
     params: ChipParams = _STATE["params"]
     labels: LabelSource = _STATE["labels"]
@@ -81,16 +83,19 @@ def process_batch(job: tuple[int, str, list[tuple[int, int, int]]]) -> list[Chip
         datasets[address] = open_raster(address)
     ds = datasets[address]
     out = []
-    for cand, col, row in windows:
-        try:
-            out.append(_one_chip(ds, image_index, cand, col, row, labels, params))
-        except GeopspError:
-            raise
-        except Exception as exc:  # GDAL/OGR failures mid-run: one clear line, not a traceback
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(
-                f"{address}: failed on the window at column {col}, row {row}: {msg}"
-            ) from None
+    # One GDAL environment for the batch: rasterio would otherwise set one up and tear it down
+    # around every open/read/rasterize call, a large share of the time for small chips.
+    with rasterio.Env():
+        for cand, col, row in windows:
+            try:
+                out.append(_one_chip(ds, image_index, cand, col, row, labels, params))
+            except GeopspError:
+                raise
+            except Exception as exc:  # GDAL/OGR failures mid-run: one clear line, no traceback
+                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise InputError(
+                    f"{address}: failed on the window at column {col}, row {row}: {msg}"
+                ) from None
     return out
 
 
