@@ -92,6 +92,13 @@ def test_batch_of_one_trains_and_channels_last():
         assert model(x).shape == (2, 4, 32, 32)
 
 
+def test_eval_under_bfloat16_autocast():
+    model = build_model(arch(decoder="upsample")).eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        y = model(torch.randn(1, 3, 32, 32))
+    assert y.shape == (1, 4, 32, 32) and torch.isfinite(y.float()).all()
+
+
 def test_input_size_rule():
     model = build_model(arch(output_stride=8)).eval()
     with pytest.raises(ValueError, match="multiple of 8"):

@@ -54,6 +54,8 @@ def uncertainty(logits: torch.Tensor) -> torch.Tensor:
     """``-(top1 - top2)`` over the class dimension (dim 1): 0 where the two best tie."""
     if logits.shape[1] == 1:  # one class: certain wherever the logit is far from 0
         return -logits[:, 0].abs()
+    if logits.shape[1] == 2:  # the common binary case in one pass instead of a top-k
+        return -(logits[:, 0] - logits[:, 1]).abs()
     top2 = logits.topk(2, dim=1).values
     return top2[:, 1] - top2[:, 0]
 
@@ -98,25 +100,37 @@ def sample_training_points(
 
 
 class PointHead(nn.Module):
-    """MLP on (fine features, coarse logits) per point; coarse logits re-enter every layer."""
+    """MLP on (fine features, coarse logits) per point; coarse logits re-enter every layer.
+
+    Layer ``i`` computes ``relu(W_i h + S_i coarse + b_i)``, which is ``Linear(cat([h, coarse]))``
+    without building the concatenation: ``fcs[i]`` holds ``W_i``, ``skips[i]`` holds ``S_i, b_i``.
+    Points are flattened to a ``(B*P, C)`` matrix so each layer is one large matmul (fast on
+    CPU, unlike 1-wide 1D convolutions).
+    """
 
     def __init__(self, fine_channels: int, num_classes: int, hidden: int = 256, layers: int = 3):
         super().__init__()
-        self.fcs = nn.ModuleList()
-        c_in = fine_channels + num_classes
-        for _ in range(layers):
-            self.fcs.append(nn.Conv1d(c_in, hidden, 1))
-            c_in = hidden + num_classes
-        self.predictor = nn.Conv1d(c_in, num_classes, 1)
-        nn.init.normal_(self.predictor.weight, std=0.001)
-        nn.init.zeros_(self.predictor.bias)
+        self.num_classes = num_classes
+        widths = [fine_channels] + [hidden] * layers
+        self.fcs = nn.ModuleList(nn.Linear(widths[i], hidden, bias=False) for i in range(layers))
+        self.skips = nn.ModuleList(nn.Linear(num_classes, hidden) for _ in range(layers))
+        self.predictor = nn.Linear(hidden, num_classes, bias=False)
+        self.predictor_skip = nn.Linear(num_classes, num_classes)
+        for m in (self.predictor, self.predictor_skip):
+            nn.init.normal_(m.weight, std=0.001)
+        nn.init.zeros_(self.predictor_skip.bias)
 
     def forward(self, fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         """``fine`` (B, Cf, P), ``coarse`` (B, K, P) -> logits (B, K, P)."""
-        x = torch.cat([fine, coarse], dim=1)
-        for fc in self.fcs:
-            x = torch.cat([F.relu(fc(x)), coarse], dim=1)
-        return self.predictor(x)
+        b, _, p = fine.shape
+        k = self.num_classes
+        c = coarse.transpose(1, 2).reshape(b * p, k)
+        h = fine.transpose(1, 2).reshape(b * p, -1)
+        for fc, skip in zip(self.fcs, self.skips, strict=True):
+            # addmm fuses the matmul with the coarse term (and follows autocast).
+            h = F.relu(torch.addmm(skip(c), h, fc.weight.t()), inplace=True)
+        out = torch.addmm(self.predictor_skip(c), h, self.predictor.weight.t())
+        return out.reshape(b, p, k).transpose(1, 2)
 
 
 def refine_step(
