@@ -185,6 +185,9 @@ def save_model(path: str | os.PathLike, model: Any, metadata: dict, overwrite: b
     from geopsp import __version__
     from geopsp.atomic import atomic_path, disk_error
 
+    # Save the bare network of a DDP- or torch.compile-wrapped model, without key prefixes.
+    model = getattr(model, "module", model)
+    model = getattr(model, "_orig_mod", model)
     md = {k: None for k in METADATA_KEYS}
     md.update(metadata)
     if md.get("architecture") is None and hasattr(model, "arch"):

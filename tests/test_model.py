@@ -238,3 +238,20 @@ def test_encoder_weights_errors(tmp_path):
 def test_none_weights_spelled_none():
     # "none" (as typed on the command line) means random initialisation.
     assert encoder_mod.build_encoder("resnet18", 3, 8, "none") is not None
+
+
+def test_timm_and_other_smp_encoders_dilate():
+    # timm ("tu-") encoders dilate through timm's output_stride, others through smp.
+    for backbone in ("tu-resnet18", "mobilenet_v2"):
+        model = build_model(arch(backbone=backbone, output_stride=8))
+        feats = model.encoder(torch.randn(1, 3, 64, 64))
+        assert [f.shape[-1] for f in feats] == [64, 32, 16, 8, 8, 8], backbone
+        with torch.no_grad():
+            assert model.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 4, 64, 64)
+    tu = build_model(arch(backbone="tu-resnet18", output_stride=8)).encoder
+    # timm keeps the previous rate on a stage's first conv (as torchvision does), then 2 / 4.
+    assert tu.model.layer3[1].conv1.dilation == (2, 2)
+    assert tu.model.layer4[1].conv1.dilation == (4, 4)
+    assert all(c.stride == (1, 1) for c in _convs(tu.model.layer4))
+    with pytest.raises(UsageError, match="feature pyramid"):
+        build_model(arch(backbone="mit_b0"))

@@ -86,6 +86,23 @@ def test_metadata_contents(saved):
     assert parameter_count(path) == sum(p.numel() for p in model.parameters())
 
 
+def test_wrapped_model_saves_bare_keys(saved, tmp_path):
+    path, model = saved
+
+    class Wrapper(torch.nn.Module):  # what DDP looks like: the network under .module
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    target = tmp_path / "wrapped.safetensors"
+    save_model(target, Wrapper(model), METADATA)
+    loaded, md = load_model(target)
+    assert md["architecture"] == model.arch
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
 def test_read_metadata_needs_no_torch(saved):
     path, _ = saved
     code = (
