@@ -9,16 +9,22 @@ With ``--keep-empty 1`` every window is written, so both sides write the same ch
 Each configuration runs ``--repeat`` times and the best time is kept (the machine is shared);
 ratios come from one run of this script.
 
+``--memory`` also measures the peak resident memory of exports (each in a fresh process) of
+the scene and of the same scene resampled to 4x and 16x as many pixels.
+
 Usage::
 
     python bench/export_chips.py                          # Everest sample, 64 px chips every 16 px
     python bench/export_chips.py --chip-size 128 --stride 64 --repeat 5
+    python bench/export_chips.py --memory --workers 0 --repeat 1
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -73,6 +79,37 @@ def run_export(image, labels, chip, stride, workers, outdir: Path) -> tuple[floa
     return time.perf_counter() - t, s.chips_written
 
 
+def upsampled(image: str, factor: int, path: Path) -> Path:
+    """The scene resampled (nearest) to ``factor`` x as many pixels per axis, tiled."""
+    from rasterio.enums import Resampling
+
+    with rasterio.open(image) as ds:
+        prof = ds.profile | {"width": ds.width * factor, "height": ds.height * factor}
+        prof |= {"transform": ds.transform * ds.transform.scale(1 / factor), "tiled": True}
+        prof |= {"blockxsize": 256, "blockysize": 256, "compress": "deflate"}
+        data = ds.read(
+            out_shape=(ds.count, prof["height"], prof["width"]), resampling=Resampling.nearest
+        )
+    with rasterio.open(path, "w", **prof) as dst:
+        dst.write(data)
+    return path
+
+
+def peak_rss_mb(image: str, labels: str, outdir: Path) -> float:
+    """Peak RSS (MB) of a fresh process running one export with 256 px chips."""
+    code = (
+        "import resource, sys; from geopsp.chips import export_chips; "
+        "export_chips([sys.argv[1]], sys.argv[2], sys.argv[3], chip_size=256, stride=256, keep_empty=1.0); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, image, labels, str(outdir)], capture_output=True, text=True
+    )
+    if out.returncode:
+        raise SystemExit(out.stderr)
+    return int(out.stdout.split()[-1]) / 1024
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--image", default=str(EVEREST / "LE71400412000304SGS00_RGB.tif"))
@@ -81,6 +118,9 @@ def main() -> None:
     ap.add_argument("--stride", type=int, default=16)
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--memory", action="store_true", help="also measure peak RSS against raster size"
+    )
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-chips-"))
     try:
@@ -110,6 +150,14 @@ def main() -> None:
         for w, t in rows:
             label = "in-process (`--workers 0`)" if w == 0 else f"`--workers {w}`"
             print(f"| export-chips {label} | {t:.2f} | {n / t:.0f} | {t / floor:.2f} |")
+        if a.memory:
+            print("\n| raster | pixels | peak RSS (MB) |\n|---|---:|---:|")
+            for f in (1, 2, 4):
+                img = a.image if f == 1 else str(upsampled(a.image, f, tmp / f"up{f}.tif"))
+                with rasterio.open(img) as ds:
+                    px = ds.width * ds.height
+                rss = peak_rss_mb(img, a.labels, tmp / f"mem{f}")
+                print(f"| {Path(a.image).stem} x{f * f} | {px / 1e6:.1f} M | {rss:.0f} |")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
