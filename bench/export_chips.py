@@ -82,10 +82,15 @@ def run_export(image, labels, chip, stride, workers, outdir: Path) -> tuple[floa
 def upsampled(image: str, factor: int, path: Path) -> Path:
     """The scene resampled (nearest) to ``factor`` x as many pixels per axis, tiled."""
     from rasterio.enums import Resampling
+    from rasterio.transform import Affine
 
     with rasterio.open(image) as ds:
         prof = ds.profile | {"width": ds.width * factor, "height": ds.height * factor}
-        prof |= {"transform": ds.transform * ds.transform.scale(1 / factor), "tiled": True}
+        t = ds.transform
+        prof |= {
+            "transform": Affine(t.a / factor, t.b / factor, t.c, t.d / factor, t.e / factor, t.f)
+        }
+        prof |= {"tiled": True}
         prof |= {"blockxsize": 256, "blockysize": 256, "compress": "deflate"}
         data = ds.read(
             out_shape=(ds.count, prof["height"], prof["width"]), resampling=Resampling.nearest

@@ -49,7 +49,11 @@ def footprints(records: list[ChipRecord], sources: list[dict]) -> list:
             r = records[i]
             corners = [(r.col_off, r.row_off), (r.col_off + r.size, r.row_off)]
             corners += [(r.col_off + r.size, r.row_off + r.size), (r.col_off, r.row_off + r.size)]
-            polys.append(shapely.Polygon([t * c for c in corners]))
+            polys.append(
+                shapely.Polygon(
+                    [(t.a * c + t.b * r + t.c, t.d * c + t.e * r + t.f) for c, r in corners]
+                )
+            )
         seg = abs(t.a) * max(records[idx[0]].size / 8, 1)
         geo = gpd.GeoSeries(
             shapely.segmentize(np.asarray(polys, dtype=object), seg), crs=sources[si]["crs"]

@@ -244,7 +244,14 @@ def _rasterize_vector(src, crs, transform, width, height, fill, all_touched) -> 
     from rasterio.features import rasterize
 
     geoms, values, tree = src._vector_for(crs)
-    corners = np.array([transform * (c, r) for c in (0, width) for r in (0, height)])
+    t = transform  # corners of the grid (explicit: affine's `*`/`@` differ between versions)
+    corners = np.array(
+        [
+            (t.a * c + t.b * r + t.c, t.d * c + t.e * r + t.f)
+            for c in (0, width)
+            for r in (0, height)
+        ]
+    )
     (xmin, ymin), (xmax, ymax) = corners.min(axis=0), corners.max(axis=0)
     idx = np.sort(tree.query(shapely.box(xmin, ymin, xmax, ymax)))
     if len(idx) == 0:
