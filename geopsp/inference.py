@@ -148,7 +148,7 @@ def classify_raster(
     forward = predictor.forward_fn(options.tta)
     outputs = OutputSet(output, profile, predictor.classes, options, write=dist.rank == 0)
     t0 = time.perf_counter()
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), outputs:
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), outputs:  # bytes, not MB
         grid = TileGrid(
             profile["height"], profile["width"], tile, overlap, default_block(tile, outputs.block)
         )
