@@ -171,3 +171,14 @@ def test_classes_json_fixes_values_and_rejects_unknown(nc_landsat, tmp_path):
     r = _run([*args, "--overwrite", "--classes", cj])
     assert r.exit_code == 1 and "not in the class table: sediment, water" in r.output
     assert out.exists()  # the earlier folder is untouched
+
+
+def test_config_file_gives_defaults_and_options_win(atl, tmp_path):
+    cfg = tmp_path / "chips.yaml"
+    cfg.write_text("chip-size: 300\nstride: 300\nunlabeled: ignore\n")
+    r = _run(
+        [atl["image"], "--labels", atl["labels"], "-o", atl["out"], "-c", cfg, "--chip-size", "450"]
+    )
+    assert r.exit_code == 0, r.output
+    stats = json.loads((atl["out"] / "stats.json").read_text())
+    assert (stats["chip_size"], stats["stride"], stats["unlabeled"]) == (450, 300, "ignore")

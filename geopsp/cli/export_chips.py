@@ -82,6 +82,7 @@ from geopsp.cli import options
 @options.seed
 @options.workers
 @options.overwrite
+@options.config
 @click.pass_context
 def command(ctx: click.Context, images, labels, outdir, class_field, layer, classes, chip_size, stride,
             bands, unlabeled, buffer, all_touched, keep_empty, max_nodata, val_fraction, seed, workers,
