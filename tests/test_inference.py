@@ -81,6 +81,21 @@ def test_identity_model_reproduces_input_exactly(tmp_path, blend, block):
     assert sum(s.class_pixels.values()) == int(valid.sum())
 
 
+def test_parallel_readers_give_the_same_result(tmp_path):
+    arr = _probability_raster((2, 200, 230))
+    src = _write(tmp_path / "in.tif", arr)
+    for w in (0, 3):
+        probs = tmp_path / f"p{w}.tif"
+        classify_raster(
+            src,
+            tmp_path / f"c{w}.tif",
+            _identity(2),
+            _opts(tmp_path, workers=w, probabilities=str(probs)),
+        )
+        with rasterio.open(probs) as d:
+            np.testing.assert_array_equal(d.read(), arr)
+
+
 def test_identity_with_small_blocks_and_tiny_rasters(tmp_path):
     """Rasters smaller than a tile (padded) and 1-pixel-wide strips go through unchanged."""
     for i, shape in enumerate([(2, 1, 1), (2, 50, 40), (2, 3, 700), (2, 700, 3)]):
