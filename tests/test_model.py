@@ -255,3 +255,14 @@ def test_timm_and_other_smp_encoders_dilate():
     assert all(c.stride == (1, 1) for c in _convs(tu.model.layer4))
     with pytest.raises(UsageError, match="feature pyramid"):
         build_model(arch(backbone="mit_b0"))
+
+
+def test_timm_checkpoint_for_tu_backbone(tmp_path):
+    import timm
+
+    net = timm.create_model("resnet18", pretrained=False)  # a classifier checkpoint, fc included
+    path = tmp_path / "timm_resnet18.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    enc = build_model(arch(backbone="tu-resnet18", in_channels=4), encoder_weights=str(path))
+    assert torch.equal(enc.encoder.model.layer2[0].conv1.weight, net.layer2[0].conv1.weight)
+    assert torch.allclose(enc.encoder.model.conv1.weight[:, 3], net.conv1.weight[:, 0] * 0.75)

@@ -144,8 +144,8 @@ def _adapt_in_channels(weight: torch.Tensor, new_in: int) -> torch.Tensor:
 def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
     """Load an encoder state dict from ``path`` into ``encoder``.
 
-    Accepts a bare encoder state dict, a whole smp model's (``encoder.`` prefix) or a
-    torchvision classifier's (``fc.*`` ignored). A first convolution made for another band
+    Accepts a bare encoder state dict, a whole smp model's (``encoder.`` prefix), a
+    torchvision classifier's (``fc.*`` ignored) or a timm model's for a ``tu-`` backbone. A first convolution made for another band
     count is adapted (summed for 1 band, repeated and rescaled otherwise).
     """
     path = Path(path)
@@ -153,8 +153,11 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
     own = encoder.state_dict()
     if not any(k in own for k in sd) and any(k.startswith("encoder.") for k in sd):
         sd = {k[len("encoder.") :]: v for k, v in sd.items() if k.startswith("encoder.")}
+    if not any(k in own for k in sd) and any(f"model.{k}" in own for k in sd):
+        sd = {f"model.{k}": v for k, v in sd.items()}  # a plain timm checkpoint for a tu- encoder
     # A classifier's head (torchvision "fc.*") is expected; anything else means another network.
-    extra = [k for k in sd if k not in own and not k.startswith(("fc.", "classifier.", "head."))]
+    heads = ("fc.", "classifier.", "head.")
+    extra = [k for k in sd if k not in own and not k.removeprefix("model.").startswith(heads)]
     if extra:
         raise InputError(
             f"encoder weights {path}: {len(extra)} unexpected tensors (e.g. {extra[0]}); "
