@@ -59,6 +59,7 @@ class ClassifySummary:
     seconds: float
     class_pixels: dict[int, int]
     nodata_pixels: int
+    forward_seconds: float = 0.0  # time this process spent in forward passes
 
     @property
     def pixels(self) -> int:
@@ -183,7 +184,7 @@ def classify_raster(
         input=address, output=str(output), width=grid.width, height=grid.height,
         tiles=stats["tiles"], computed=stats["computed"], skipped=stats["skipped"],
         seconds=seconds, class_pixels={c.value: int(counts[c.value]) for c in predictor.classes},
-        nodata_pixels=int(counts[255]),
+        nodata_pixels=int(counts[255]), forward_seconds=stats["forward_s"],
     )  # fmt: skip
 
 
