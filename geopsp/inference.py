@@ -241,10 +241,14 @@ def classify(
                 except OSError as exc:
                     raise OutputError(f"cannot create folder {d}: {exc.strerror or exc}") from exc
     from geopsp.atomic import check_writable
+    from geopsp.sources import open_raster
 
+    plan_tiles(predictor, options.tile_size, options.overlap)
     for addr, (out, p), (_, c) in zip(inputs, probs, confs, strict=True):
         if not addr:  # fail early, before hours of work on the first input
             raise InputError(f"invalid input {addr!r}")
+        with open_raster(addr) as src:
+            select_bands(src, addr, predictor, options.bands)
         for path in (out, p, c):
             if path:
                 check_writable(path, options.overwrite)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from geopsp.classes import ClassInfo, from_dicts
-from geopsp.errors import ResourceError, UsageError
+from geopsp.errors import ModelFileError, ResourceError, UsageError
 
 log = logging.getLogger(__name__)
 TTA_MODES = ("none", "flips", "d4")
@@ -72,6 +72,10 @@ class Predictor:
         dev = resolve_device(device)
         model, md = load_model(path, dev)
         norm = md.get("normalization") or {}
+        if not norm.get("mean") or not norm.get("std") or not md.get("classes"):
+            raise ModelFileError(
+                f"{path} lacks band normalization or classes; retrain or re-export it"
+            )
         res = md.get("resolution")
         return cls(
             model=model,

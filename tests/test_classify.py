@@ -256,3 +256,38 @@ def test_help_is_fast_and_lists_options():
     for opt in ("--tile-size", "--overlap", "--blend", "--tta", "--probabilities", "--cog", "--co",
                 "--bands", "--device", "--amp", "--workers", "--overwrite"):  # fmt: skip
         assert opt in r.output
+
+
+def test_ctrl_c_mid_run_leaves_no_output(model, everest, tmp_path, monkeypatch):
+    from geopsp.predict import Predictor
+
+    real = Predictor.forward_fn
+
+    def interrupted(self, tta="none"):
+        fwd, calls = real(self, tta), []
+
+        def forward(x):
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            return fwd(x)
+
+        return forward
+
+    monkeypatch.setattr(Predictor, "forward_fn", interrupted)
+    src = crop(everest["image"], tmp_path / "in.tif", 200)
+    before = set(tmp_path.iterdir())
+    r = run(src, "-m", model, "-o", tmp_path / "o.tif", "--tile-size", "64", "--overlap", "0",
+            "--batch-size", "1", "--cog", "--probabilities", tmp_path / "p.tif")  # fmt: skip
+    assert r.exit_code == 130, r.output
+    assert "Traceback" not in r.output
+    assert set(tmp_path.iterdir()) == before  # no output, no sidecar, no temporary file
+
+
+def test_second_input_unreadable_fails_before_any_work(model, everest, tmp_path):
+    fake = tmp_path / "fake.tif"
+    fake.write_text("not a raster")
+    out = tmp_path / "maps"
+    r = run(everest["image"], fake, "-m", model, "-o", out)
+    assert_one_line_error(r, 1, "fake.tif")
+    assert list(out.iterdir()) == []
