@@ -60,6 +60,7 @@ class ClassifySummary:
     class_pixels: dict[int, int]
     nodata_pixels: int
     forward_seconds: float = 0.0  # time this process spent in forward passes
+    class_names: dict[int, str] = field(default_factory=dict)
 
     @property
     def pixels(self) -> int:
@@ -69,7 +70,9 @@ class ClassifySummary:
         """One-line summary: pixels, time, throughput, per-class share."""
         valid = max(1, sum(self.class_pixels.values()))
         shares = ", ".join(
-            f"{v}: {100 * n / valid:.1f}%" for v, n in sorted(self.class_pixels.items()) if n
+            f"{self.class_names.get(v, v)} {100 * n / valid:.1f}%"
+            for v, n in sorted(self.class_pixels.items())
+            if n
         )
         mps = self.pixels / 1e6 / max(self.seconds, 1e-9)
         return (
@@ -185,6 +188,7 @@ def classify_raster(
         tiles=stats["tiles"], computed=stats["computed"], skipped=stats["skipped"],
         seconds=seconds, class_pixels={c.value: int(counts[c.value]) for c in predictor.classes},
         nodata_pixels=int(counts[255]), forward_seconds=stats["forward_s"],
+        class_names={c.value: c.name for c in predictor.classes},
     )  # fmt: skip
 
 
