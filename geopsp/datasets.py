@@ -18,14 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from geopsp.classes import IGNORE, ClassInfo, default_color, from_dicts, load_classes
+from geopsp.classes import ClassInfo, default_color, from_dicts, load_classes
 from geopsp.errors import InputError
 from geopsp.splits import spatial_split
 
 log = logging.getLogger(__name__)
 
 ARCGIS_VAL_FRACTION = 0.1  # share of validation chips when a folder has no split of its own
-STATS_SAMPLE = 256  # chips read to compute band statistics when stats.json is absent
 
 
 @dataclass
@@ -284,45 +283,3 @@ def open_chip_folders(paths: list[str | Path], seed: int = 0) -> ChipSet:
     if not paths:
         raise InputError("no chip folder given")
     return merge_chip_sets([open_chip_folder(p, seed) for p in paths])
-
-
-def band_stats(chips: list[Chip], band_count: int) -> tuple[list[float], list[float]]:
-    """Per-band mean and std over the valid pixels of up to ``STATS_SAMPLE`` chips."""
-    from geopsp.loading import read_chip_image
-
-    step = max(1, len(chips) // STATS_SAMPLE)
-    n = np.zeros(band_count)
-    s = np.zeros(band_count)
-    ss = np.zeros(band_count)
-    for c in chips[::step]:
-        img, valid = read_chip_image(c.image)
-        x = img[:, valid].astype(np.float64)
-        x = x[:, np.isfinite(x).all(axis=0)]
-        n += x.shape[1]
-        s += x.sum(axis=1)
-        ss += (x**2).sum(axis=1)
-    if not n.any():
-        raise InputError("the training chips have no valid image pixels")
-    mean = s / np.maximum(n, 1)
-    std = np.sqrt(np.maximum(ss / np.maximum(n, 1) - mean**2, 0))
-    return mean.tolist(), std.tolist()
-
-
-def class_pixels(chips: list[Chip], classes: list[ClassInfo]) -> np.ndarray:
-    """Label pixels per class (table order) over ``chips``: from the index or by reading labels."""
-    out = np.zeros(len(classes), dtype=np.int64)
-    pos = {c.value: i for i, c in enumerate(classes)}
-    if all(c.counts is not None for c in chips):
-        for c in chips:
-            for v, n in c.counts.items():  # type: ignore[union-attr]
-                if v in pos:
-                    out[pos[v]] += n
-        return out
-    from geopsp.loading import read_chip_label
-
-    for c in chips:
-        counts = np.bincount(read_chip_label(c.label).ravel(), minlength=256)
-        for v, i in pos.items():
-            if v != IGNORE:
-                out[i] += counts[v]
-    return out

@@ -15,11 +15,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
-from geopsp.classes import IGNORE
+from geopsp.classes import IGNORE, ClassInfo
+from geopsp.datasets import Chip
 from geopsp.errors import InputError
 from geopsp.normalize import normalize
 
 AUGMENT_CHOICES = ("d4", "flips", "none")
+STATS_SAMPLE = 256  # chips read to compute band statistics when stats.json is absent
 
 
 def read_chip_image(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -193,3 +195,41 @@ def shard(n: int, rank: int, world: int) -> list[int]:
     """Validation indexes of one rank: every chip exactly once over all ranks (no padding, so
     the confusion matrices summed over ranks count each pixel once)."""
     return list(range(rank, n, world))
+
+
+def band_stats(chips: list[Chip], band_count: int) -> tuple[list[float], list[float]]:
+    """Per-band mean and std over the valid pixels of up to ``STATS_SAMPLE`` chips."""
+    step = max(1, len(chips) // STATS_SAMPLE)
+    n = np.zeros(band_count)
+    s = np.zeros(band_count)
+    ss = np.zeros(band_count)
+    for c in chips[::step]:
+        img, valid = read_chip_image(c.image)
+        x = img[:, valid].astype(np.float64)
+        x = x[:, np.isfinite(x).all(axis=0)]
+        n += x.shape[1]
+        s += x.sum(axis=1)
+        ss += (x**2).sum(axis=1)
+    if not n.any():
+        raise InputError("the training chips have no valid image pixels")
+    mean = s / np.maximum(n, 1)
+    std = np.sqrt(np.maximum(ss / np.maximum(n, 1) - mean**2, 0))
+    return mean.tolist(), std.tolist()
+
+
+def class_pixels(chips: list[Chip], classes: list[ClassInfo]) -> np.ndarray:
+    """Label pixels per class (table order) over ``chips``: from the index or by reading labels."""
+    out = np.zeros(len(classes), dtype=np.int64)
+    pos = {c.value: i for i, c in enumerate(classes)}
+    if all(c.counts is not None for c in chips):
+        for c in chips:
+            for v, n in c.counts.items():  # type: ignore[union-attr]
+                if v in pos:
+                    out[pos[v]] += n
+        return out
+    for c in chips:
+        counts = np.bincount(read_chip_label(c.label).ravel(), minlength=256)
+        for v, i in pos.items():
+            if v != IGNORE:
+                out[i] += counts[v]
+    return out

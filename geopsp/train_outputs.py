@@ -15,6 +15,7 @@ import numpy as np
 
 from geopsp.atomic import atomic_path
 from geopsp.classes import ClassInfo
+from geopsp.errors import OutputError
 
 CURVES_SIZE = (1000, 400)
 PREVIEW_CELL = 250
@@ -140,3 +141,55 @@ def write_config(path: Path, config: dict) -> None:
     text += yaml.safe_dump(config, sort_keys=False)
     with atomic_path(path, overwrite=True) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def check_output(cfg) -> tuple[Path, bool]:
+    """Refuse an existing output folder unless --overwrite or resuming in place."""
+    out = Path(cfg.output)
+    in_place = bool(cfg.resume) and out.resolve() == Path(cfg.resume).resolve().parent
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out} exists and is not a folder")
+    busy = out.is_dir() and any(out.iterdir())
+    if busy and not (in_place or cfg.overwrite):
+        hint = "use --overwrite to replace it, or --resume OUTDIR/last.ckpt to continue"
+        raise OutputError(f"output folder {out} already exists and is not empty; {hint}")
+    if not out.parent.exists() and not out.exists():
+        raise OutputError(f"cannot create {out}: folder {out.parent} does not exist")
+    return out, in_place
+
+
+def clean(v):
+    """JSON/YAML-safe copies of metric values (NaN -> None)."""
+    if isinstance(v, dict):
+        return {k: clean(x) for k, x in v.items()}
+    if isinstance(v, list | tuple | np.ndarray):
+        return (
+            [clean(x) for x in np.asarray(v).tolist()]
+            if isinstance(v, np.ndarray)
+            else [clean(x) for x in v]
+        )
+    if isinstance(v, float | np.floating):
+        return None if not np.isfinite(v) else float(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+def model_metadata(cfg, s, lr: float, best: dict) -> dict:
+    """The model file's metadata for run options ``cfg`` and session ``s`` (see modelfile)."""
+    from geopsp.classes import to_dicts
+    from geopsp.train_config import saved_options
+
+    return {
+        "architecture": s.arch,
+        "bands": s.chips.bands,
+        "normalization": {"mean": list(map(float, s.mean)), "std": list(map(float, s.std))},
+        "classes": to_dicts(s.classes),
+        "chip_size": s.chips.chip_size[0]
+        if s.chips.chip_size[0] == s.chips.chip_size[1]
+        else list(s.chips.chip_size),
+        "resolution": s.chips.resolution,
+        "crs": s.chips.crs,
+        "metrics": clean(best),
+        "train_config": clean(saved_options(cfg, lr)),
+    }

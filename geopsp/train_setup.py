@@ -17,10 +17,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from geopsp.classes import ClassInfo, from_dicts, value_lut
-from geopsp.datasets import ChipSet, band_stats, class_pixels, open_chip_folders
+from geopsp.datasets import ChipSet, open_chip_folders
 from geopsp.distributed import Runtime, broadcast_float
 from geopsp.errors import InputError, ModelFileError, UsageError
-from geopsp.loading import ChipDataset, EpochSampler, shard
+from geopsp.loading import ChipDataset, EpochSampler, band_stats, class_pixels, shard
 from geopsp.losses import auto_class_weights, make_criterion
 from geopsp.optim import lr_range_test, make_optimizer, make_scheduler
 from geopsp.train_config import ARCH_KEYS, TrainConfig

@@ -19,8 +19,9 @@ import torch
 
 from geopsp.classes import to_dicts
 from geopsp.distributed import Runtime, barrier, setup, teardown
-from geopsp.errors import OutputError, ResourceError, UsageError
+from geopsp.errors import ResourceError, UsageError
 from geopsp.train_config import TrainConfig, resolve, saved_options
+from geopsp.train_outputs import check_output, clean, model_metadata
 from geopsp.train_setup import Session, build_session, seed_everything
 
 log = logging.getLogger(__name__)
@@ -58,44 +59,12 @@ class TrainResult:
     best_metrics: dict = field(default_factory=dict)
 
 
-def _check_output(cfg: TrainConfig) -> tuple[Path, bool]:
-    """Refuse an existing output folder unless --overwrite or resuming in place."""
-    out = Path(cfg.output)
-    in_place = bool(cfg.resume) and out.resolve() == Path(cfg.resume).resolve().parent
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out} exists and is not a folder")
-    busy = out.is_dir() and any(out.iterdir())
-    if busy and not (in_place or cfg.overwrite):
-        hint = "use --overwrite to replace it, or --resume OUTDIR/last.ckpt to continue"
-        raise OutputError(f"output folder {out} already exists and is not empty; {hint}")
-    if not out.parent.exists() and not out.exists():
-        raise OutputError(f"cannot create {out}: folder {out.parent} does not exist")
-    return out, in_place
-
-
 def _better(score: float, best: float | None, monitor: str) -> bool:
     if not np.isfinite(score):
         return False
     if best is None:
         return True
     return score > best + 1e-9 if monitor == "miou" else score < best - 1e-12
-
-
-def _clean(v):
-    """JSON/YAML-safe copies of metric values (NaN -> None)."""
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, list | tuple | np.ndarray):
-        return (
-            [_clean(x) for x in np.asarray(v).tolist()]
-            if isinstance(v, np.ndarray)
-            else [_clean(x) for x in v]
-        )
-    if isinstance(v, float | np.floating):
-        return None if not np.isfinite(v) else float(v)
-    if isinstance(v, np.integer):
-        return int(v)
-    return v
 
 
 def train(
@@ -134,7 +103,7 @@ def train(
 
     ckpt = load_checkpoint(config.resume) if config.resume else None
     cfg = resolve(config, ckpt["options"] if ckpt else None)
-    out, in_place = _check_output(cfg)
+    out, in_place = check_output(cfg)
     rt = setup(cfg.device)
     created = False
     finished = 0
@@ -178,22 +147,6 @@ def _amp_name(s: Session) -> str:
     return str(s.accel.amp_dtype).replace("torch.", "") if s.accel.amp else "off"
 
 
-def _metadata(cfg, s: Session, lr: float, best: dict) -> dict:
-    return {
-        "architecture": s.arch,
-        "bands": s.chips.bands,
-        "normalization": {"mean": list(map(float, s.mean)), "std": list(map(float, s.std))},
-        "classes": to_dicts(s.classes),
-        "chip_size": s.chips.chip_size[0]
-        if s.chips.chip_size[0] == s.chips.chip_size[1]
-        else list(s.chips.chip_size),
-        "resolution": s.chips.resolution,
-        "crs": s.chips.crs,
-        "metrics": _clean(best),
-        "train_config": _clean(saved_options(cfg, lr)),
-    }
-
-
 def _fit(cfg, s: Session, rt: Runtime, out: Path, on_epoch, on_start, progress) -> TrainResult:
     from geopsp.checkpoints import rng_state, save_checkpoint
     from geopsp.modelfile import save_model
@@ -210,7 +163,7 @@ def _fit(cfg, s: Session, rt: Runtime, out: Path, on_epoch, on_start, progress) 
     st = s.state
     lr = s.lr
     if rt.is_main:
-        write_config(out / "config.yaml", _clean(saved_options(cfg, lr)))
+        write_config(out / "config.yaml", clean(saved_options(cfg, lr)))
     epochs = int(cfg.epochs)
     if st["epoch"] >= epochs:
         raise UsageError(
@@ -256,7 +209,7 @@ def _fit(cfg, s: Session, rt: Runtime, out: Path, on_epoch, on_start, progress) 
             "best": is_best,
             **{f"iou_{c.name}": va["iou"][i] for i, c in enumerate(s.classes)},
         }
-        row = _clean(row)
+        row = clean(row)
         if is_best:
             st.update(best_score=float(score), best_epoch=epoch, bad_epochs=0)
             st["best_metrics"] = {
@@ -277,7 +230,9 @@ def _fit(cfg, s: Session, rt: Runtime, out: Path, on_epoch, on_start, progress) 
         if rt.is_main:
             if is_best:
                 save_model(
-                    out / "model.safetensors", s.plain, _metadata(cfg, s, lr, st["best_metrics"])
+                    out / "model.safetensors",
+                    s.plain,
+                    model_metadata(cfg, s, lr, st["best_metrics"]),
                 )
             save_checkpoint(
                 out / "last.ckpt",
@@ -295,7 +250,7 @@ def _fit(cfg, s: Session, rt: Runtime, out: Path, on_epoch, on_start, progress) 
                         k: st[k]
                         for k in ("epoch", "best_score", "best_epoch", "bad_epochs", "history")
                     },
-                    "best_metrics": _clean(st["best_metrics"]),
+                    "best_metrics": clean(st["best_metrics"]),
                 },
             )
             write_metrics_csv(out / "metrics.csv", st["history"])
@@ -338,8 +293,8 @@ def _fit(cfg, s: Session, rt: Runtime, out: Path, on_epoch, on_start, progress) 
         amp=_amp_name(s),
         batch_size=s.batch_size,
         history=list(st["history"]),
-        per_class=_clean(best.get("per_class", [])),
-        best_metrics=_clean({k: v for k, v in best.items() if k != "per_class"}),
+        per_class=clean(best.get("per_class", [])),
+        best_metrics=clean({k: v for k, v in best.items() if k != "per_class"}),
     )
 
 

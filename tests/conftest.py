@@ -87,12 +87,12 @@ def everest_chips(everest, tmp_path_factory) -> Path:
     return out
 
 
-# Small and fast on 2 CPU cores: resnet18 from scratch, output stride 16, 3 short epochs.
+# Small and fast on 2 CPU cores: resnet18 from scratch, output stride 16, 2 short epochs.
 EVEREST_TRAIN = dict(
     backbone="resnet18",
     encoder_weights="none",
     output_stride=16,
-    epochs=3,
+    epochs=2,
     batch_size=8,
     lr=1e-3,
     augment="flips",

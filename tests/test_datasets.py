@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from geopsp.classes import value_lut
-from geopsp.datasets import class_pixels, open_chip_folder, open_chip_folders
+from geopsp.datasets import open_chip_folder, open_chip_folders
 from geopsp.errors import InputError
-from geopsp.loading import ChipDataset, EpochSampler, augment, d4, shard
+from geopsp.loading import ChipDataset, EpochSampler, augment, class_pixels, d4, shard
 
 
 def test_geopsp_folder_index_classes_and_stats(chip_folder):

@@ -134,8 +134,8 @@ def test_merged_folders_class_weights_and_ignored_classes(chip_folder, tmp_path,
     assert meta["train_config"]["class_weights"] == "auto"
     assert meta["train_config"]["ignore_classes"] == [2]
     # Cloud pixels count nowhere: the validation support is the non-cloud reference pixels.
-    from geopsp.datasets import class_pixels, open_chip_folders
-    from geopsp.loading import read_chip_label
+    from geopsp.datasets import open_chip_folders
+    from geopsp.loading import class_pixels, read_chip_label
 
     cs = open_chip_folders([a, b])
     val = np.concatenate([read_chip_label(c.label).ravel() for c in cs.split("val")])
