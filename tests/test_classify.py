@@ -168,10 +168,11 @@ def test_several_inputs_write_a_folder_and_overwrite_removes_stale_sidecars(mode
     a = crop(everest["image"], tmp_path / "a.tif", 200)
     b = crop(everest["image"], tmp_path / "everest_nodata.tif", 150, nodata=0)
     everest_nodata = b
-    r = run(
-        a, b, "-m", model, "-o", out, "--tile-size", "128", "--overlap", "0", "--batch-size", "8"
-    )
+    r = run(a, b, "-m", model, "-o", out, "--tile-size", "128", "--overlap", "0", "--batch-size", "8",
+            "--co", "COMPRESS=LZW", "--co", "BLOCKXSIZE=128", "--co", "BLOCKYSIZE=128")  # fmt: skip
     assert r.exit_code == 0, r.output
+    with rasterio.open(out / "a.tif") as d:
+        assert d.compression.name == "lzw" and d.block_shapes == [(128, 128)]
     assert r.output.count("pixels") == 2
     names = sorted(p.name for p in out.iterdir())
     assert "a.tif" in names and "everest_nodata.tif" in names
