@@ -250,3 +250,24 @@ def test_band_selection_and_mismatch(tmp_path):
     )
     with rasterio.open(probs) as d:
         np.testing.assert_array_equal(d.read(), arr[[2, 0]])
+
+
+def test_alpha_band_masks_pixels(tmp_path):
+    from rasterio.enums import ColorInterp
+
+    arr = _probability_raster((3, 90, 120))
+    alpha = np.full((1, 90, 120), 255, np.uint8)
+    alpha[0, 30:50, 40:90] = 0
+    path = tmp_path / "rgba.tif"
+    prof = dict(driver="GTiff", width=120, height=90, count=4, dtype="uint8", crs="EPSG:32632",
+                transform=from_origin(500000, 4000000, 2, 2), photometric="RGB", alpha="YES")  # fmt: skip
+    with rasterio.open(path, "w", **prof) as d:
+        d.write(np.concatenate([arr, alpha]))
+    with rasterio.open(path) as d:
+        assert d.colorinterp[3] == ColorInterp.alpha  # GDAL derives the mask from it
+    pred = _identity(3)
+    classify_raster(str(path), tmp_path / "c.tif", pred, _opts(tmp_path, bands=[1, 2, 3]))
+    with rasterio.open(tmp_path / "c.tif") as d:
+        c = d.read(1)
+    assert (c[30:50, 40:90] == 255).all()
+    assert (c[:30] != 255).all() and (c[50:] != 255).all()
