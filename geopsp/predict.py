@@ -113,6 +113,14 @@ class Predictor:
             return torch.softmax(out, dim=1) if self.activation == "softmax" else out
 
         def forward(batch: np.ndarray) -> np.ndarray:
+            try:
+                return _forward(batch)
+            except torch.cuda.OutOfMemoryError as exc:
+                raise ResourceError(
+                    f"out of GPU memory on {dev}; use a smaller --tile-size or --batch-size"
+                ) from exc
+
+        def _forward(batch: np.ndarray) -> np.ndarray:
             x = torch.from_numpy(batch)
             if cuda:
                 x = x.pin_memory().to(dev, non_blocking=True)
