@@ -88,10 +88,30 @@ class Dist:
         return batch % self.world
 
 
-def batches(grid: TileGrid, batch_size: int) -> list[list[Tile]]:
-    """Consecutive groups of ``batch_size`` tiles in grid order (the same for every rank)."""
-    tiles = list(grid.tiles())
-    return [tiles[i : i + batch_size] for i in range(0, len(tiles), batch_size)]
+class Batches:
+    """Consecutive groups of ``batch_size`` tiles in grid order (the same for every rank).
+
+    Batches are computed on demand, so a huge raster does not need a list of all its tiles.
+    """
+
+    def __init__(self, grid: TileGrid, batch_size: int) -> None:
+        self.grid, self.size = grid, int(batch_size)
+
+    def __len__(self) -> int:
+        return -(-len(self.grid) // self.size)
+
+    def __getitem__(self, m: int) -> list[Tile]:
+        if not 0 <= m < len(self):
+            raise IndexError(m)
+        return self.grid.tile_range(m * self.size, (m + 1) * self.size)
+
+    def __iter__(self) -> Iterator[list[Tile]]:
+        return (self[m] for m in range(len(self)))
+
+
+def batches(grid: TileGrid, batch_size: int) -> Batches:
+    """The batches of ``grid`` (see :class:`Batches`)."""
+    return Batches(grid, batch_size)
 
 
 def _send_batch(keep, valid, probs) -> None:
@@ -168,7 +188,7 @@ def run_pipeline(
     """
     dist = dist or Dist()
     groups = batches(grid, batch_size)
-    mine = [m for m in range(len(groups)) if dist.owner(m) == dist.rank]
+    mine = range(dist.rank, len(groups), dist.world)
     stop = threading.Event()
     q_in: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
     q_blend: queue.Queue = queue.Queue(maxsize=max(2, prefetch))

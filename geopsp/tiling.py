@@ -155,6 +155,7 @@ class TileGrid:
         self._cols_in = [
             np.nonzero(cols // self.block == b)[0].tolist() for b in range(self.block_cols)
         ]
+        self._first = np.concatenate([[0], np.cumsum(self.block_sizes())])  # first tile per block
 
     @property
     def n_blocks(self) -> int:
@@ -186,6 +187,24 @@ class TileGrid:
             len(self._rows_in[b // self.block_cols]) * len(self._cols_in[b % self.block_cols])
             for b in range(self.n_blocks)
         ]
+
+    def tile_range(self, start: int, stop: int) -> list[Tile]:
+        """Tiles ``start``..``stop - 1`` of the processing order, without listing them all.
+
+        Only per-block tile counts are kept (one int per block), so addressing a batch costs
+        no memory that grows with the raster.
+        """
+        out: list[Tile] = []
+        k = max(0, start)
+        stop = min(stop, len(self))
+        while k < stop:
+            b = int(np.searchsorted(self._first, k, side="right")) - 1
+            tiles = self.block_tiles(b)
+            i = k - int(self._first[b])
+            take = tiles[i : i + (stop - k)]
+            out.extend(take)
+            k += len(take)
+        return out
 
     def tiles(self) -> Iterator[Tile]:
         """Every tile, block by block (the order the pipeline processes them in)."""

@@ -155,3 +155,16 @@ def test_invalid_grid_arguments():
     with pytest.raises(ValueError):
         axis_starts(0, 64, 8)
     assert default_block(512) == 1024 and default_block(1500) == 1536
+
+
+@settings(max_examples=40, deadline=None)
+@given(h=st.integers(1, 900), w=st.integers(1, 900), bs=st.integers(1, 7))
+def test_batches_follow_the_tile_order(h, w, bs):
+    from geopsp.pipeline import batches
+
+    g = TileGrid(h, w, 64, 8, 128)
+    flat = list(g.tiles())
+    got = batches(g, bs)
+    assert len(got) == -(-len(flat) // bs)
+    assert [t for b in got for t in b] == flat
+    assert all(len(b) == bs for b in list(got)[:-1])
