@@ -35,6 +35,8 @@ OUTPUT_FILES = (
     "config.yaml",
 )
 PREVIEW_CHIPS = 4
+# torch.OutOfMemoryError is the public name since torch 2.5; older versions have the CUDA one.
+_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 @dataclass
@@ -129,7 +131,7 @@ def train(
         result = _fit(cfg, s, rt, out, on_epoch, on_start, progress)
         finished = result.epochs_run
         return result
-    except torch.OutOfMemoryError as exc:
+    except _OOM as exc:
         bs = cfg.batch_size
         raise ResourceError(
             f"CUDA out of memory with --batch-size {bs}; use a smaller --batch-size "

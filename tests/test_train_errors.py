@@ -126,3 +126,28 @@ def test_resume_needs_more_epochs_and_a_real_checkpoint(finished_run, tmp_path):
     bad.write_bytes(b"not a checkpoint")
     res = run([str(chips), "-o", str(tmp_path), "--resume", str(bad)])
     assert_clean_error(res, 1, "not a readable geopsp checkpoint")
+
+
+def test_help_defaults_match_the_model_defaults():
+    from geopsp.models import DEFAULT_ARCH
+    from geopsp.train_config import DEFAULTS
+
+    res = CliRunner().invoke(cli, ["train", "--help"], terminal_width=200)
+    assert res.exit_code == 0
+    text = " ".join(res.output.split())
+    assert f"[default: {DEFAULT_ARCH['backbone']}]" in text
+    assert f"[default: {DEFAULT_ARCH['output_stride']}]" in text
+    assert f"[default: {','.join(map(str, DEFAULT_ARCH['pyramid_sizes']))}]" in text
+    assert f"[default: {DEFAULT_ARCH['decoder']}]" in text
+    assert ("[default: on]" in text) == DEFAULT_ARCH["pointrend"]
+    for key in (
+        "epochs",
+        "batch_size",
+        "lr",
+        "optimizer",
+        "schedule",
+        "loss",
+        "augment",
+        "monitor",
+    ):
+        assert f"[default: {DEFAULTS[key]}]" in text, key
