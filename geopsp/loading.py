@@ -38,7 +38,7 @@ def read_chip_image(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except RasterioIOError as exc:
         raise InputError(f"{path}: cannot read this image chip") from exc
     if img.dtype.kind == "f":
-        valid &= np.isfinite(img).all(axis=0)
+        valid &= np.isfinite(img).any(axis=0)  # as classify: nodata only where every band is
     return img, valid
 
 
