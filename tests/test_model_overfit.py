@@ -42,8 +42,18 @@ def glacier_batch(everest: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy((x - mean) / std), torch.from_numpy(y).long()
 
 
+@pytest.fixture
+def one_thread():
+    # One intra-op thread: on a busy CI machine two spinning OpenMP threads per process
+    # made each step several times slower; on an idle one it costs little at this size.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.slow
-def test_tiny_model_overfits_real_batch(everest):
+def test_tiny_model_overfits_real_batch(everest, one_thread):
     torch.manual_seed(0)
     x, y = glacier_batch(everest)
     assert 0.25 < y.float().mean() < 0.75
@@ -51,10 +61,11 @@ def test_tiny_model_overfits_real_batch(everest):
         "backbone": "resnet18",
         "in_channels": 3,
         "num_classes": 2,
+        "output_stride": 16,  # 2.6x fewer FLOPs than 8; the FPN decoder keeps stride-2 detail
         "pointrend_params": {"train_points": 256, "points": 1024},
     }
     model = build_model(arch)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     accuracy = 0.0
     for step in range(1, 101):
         model.train()
@@ -72,4 +83,5 @@ def test_tiny_model_overfits_real_batch(everest):
                 accuracy = (model(x).argmax(1) == y).float().mean().item()
             if accuracy >= 0.95:
                 break
+    print(f"pixel accuracy {accuracy:.3f} after {step} steps")
     assert accuracy >= 0.95, f"pixel accuracy {accuracy:.3f} after {step} steps"

@@ -40,6 +40,15 @@ METADATA = {
 }
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Small tensors: one intra-op thread avoids OpenMP spin-waiting on a busy 2-core machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def small_model(**kw):
     torch.manual_seed(0)
     arch = {"in_channels": 3, "num_classes": 2, "pointrend_params": {"points": 64}}
