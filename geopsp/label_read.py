@@ -51,6 +51,13 @@ def read_vector(address: str, layer: str, class_field: str | None, buffer: float
         )
     fields = [str(f) for f in info["fields"]]
     if class_field is not None and class_field not in fields:
+        # OGR matches field names case-insensitively (and shapefiles/DBF often upper-case
+        # them), so --class-field class finds CLASS when that match is unambiguous.
+        same = [f for f in fields if f.lower() == class_field.lower()]
+        if len(same) == 1:
+            log.info("--class-field %r: using field %r", class_field, same[0])
+            class_field = same[0]
+    if class_field is not None and class_field not in fields:
         shown = ", ".join(fields) if fields else "none"
         raise UsageError(f"--class-field {class_field!r} not found in {address}; fields: {shown}")
     try:
