@@ -83,6 +83,10 @@ def process_batch(job: tuple[int, str, list[tuple[int, int, int]]]) -> list[Chip
         datasets[address] = open_raster(address)
     ds = datasets[address]
     out = []
+    from rasterio.errors import RasterioIOError
+
+    from geopsp.sources import read_error
+
     # One GDAL environment for the batch: rasterio would otherwise set one up and tear it down
     # around every open/read/rasterize call, a large share of the time for small chips.
     with rasterio.Env():
@@ -91,6 +95,8 @@ def process_batch(job: tuple[int, str, list[tuple[int, int, int]]]) -> list[Chip
                 out.append(_one_chip(ds, image_index, cand, col, row, labels, params))
             except GeopspError:
                 raise
+            except RasterioIOError as exc:  # pixels unreadable: name the cause GDAL gave
+                raise read_error(address, exc, col, row) from None
             except Exception as exc:  # GDAL/OGR failures mid-run: one clear line, no traceback
                 msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise InputError(

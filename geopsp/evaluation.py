@@ -50,12 +50,20 @@ def _has_mask(src) -> bool:
 
 def _read_prediction(src, window, masked: bool) -> np.ndarray:
     """Band 1 of the prediction as uint8 class values with 255 wherever it is invalid."""
-    data = src.read(1, window=window)
+    from rasterio.errors import RasterioIOError
+
+    from geopsp.sources import read_error
+
+    try:  # a truncated or corrupt file fails only here, at the first unreadable block
+        data = src.read(1, window=window)
+        mask = src.read_masks(1, window=window) if masked else None
+    except RasterioIOError as exc:
+        raise read_error(src.name, exc, int(window.col_off), int(window.row_off)) from None
     invalid = np.zeros(data.shape, dtype=bool)
     if src.nodata is not None:
         invalid |= data == src.nodata
-    if masked:
-        invalid |= src.read_masks(1, window=window) == 0
+    if mask is not None:
+        invalid |= mask == 0
     if np.issubdtype(data.dtype, np.floating):
         invalid |= ~np.isfinite(data)
     bad = ~invalid & ((data < 0) | (data > IGNORE))

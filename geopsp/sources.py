@@ -32,8 +32,32 @@ def open_raster(address: str | os.PathLike):
         raise InputError(f"{addr}: raster has no bands")
     if any(dt.startswith("complex") for dt in src.dtypes):
         src.close()
-        raise InputError(f"{addr}: complex-valued rasters are not supported; convert to real values first")
+        raise InputError(
+            f"{addr}: complex-valued rasters are not supported; convert to real values first"
+        )
+    if src.crs is None and src.transform.is_identity and (src.gcps[0] or src.rpcs):
+        # GCP/RPC-only georeferencing has no pixel grid: chips, labels and class maps would all
+        # come out without georeferencing (silently useless in a GIS), so refuse up front.
+        kind = "ground control points (GCPs)" if src.gcps[0] else "RPCs"
+        src.close()
+        raise InputError(
+            f"{addr}: georeferenced only by {kind}, not by a geotransform; "
+            "warp it onto a grid first (gdalwarp -r bilinear in.tif out.tif)"
+        )
     return src
+
+
+def read_error(address: str, exc: Exception, col: int, row: int) -> InputError:
+    """One clear line for a GDAL failure while reading pixels (truncated or corrupt files).
+
+    rasterio's own message is a generic "Read failed"; GDAL's reason is in the chained error.
+    """
+    cause = exc.__cause__ or exc.__context__ or exc
+    text = (str(cause).strip() or str(exc).strip() or type(exc).__name__).splitlines()[0]
+    return InputError(
+        f"{address}: cannot read the pixels at column {col}, row {row}; the file is truncated "
+        f"or corrupt ({text})"
+    )
 
 
 def parse_bands(text: str | Sequence[int] | None) -> list[int] | None:
@@ -44,7 +68,9 @@ def parse_bands(text: str | Sequence[int] | None) -> list[int] | None:
         try:
             bands = [int(t) for t in text.replace(" ", "").split(",") if t]
         except ValueError as exc:
-            raise UsageError(f"--bands must be comma-separated band numbers such as 1,2,3, got {text!r}") from exc
+            raise UsageError(
+                f"--bands must be comma-separated band numbers such as 1,2,3, got {text!r}"
+            ) from exc
     else:
         bands = [int(b) for b in text]
     if not bands:
@@ -60,5 +86,7 @@ def check_bands(bands: list[int] | None, count: int, address: str) -> list[int]:
         return list(range(1, count + 1))
     bad = [b for b in bands if b > count]
     if bad:
-        raise UsageError(f"--bands {','.join(map(str, bad))} out of range: {address} has {count} band(s)")
+        raise UsageError(
+            f"--bands {','.join(map(str, bad))} out of range: {address} has {count} band(s)"
+        )
     return bands
