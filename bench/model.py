@@ -72,7 +72,10 @@ def main() -> None:
     ap.add_argument("--bands", type=int, default=3)
     ap.add_argument("--classes", type=int, default=8)
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0: torch default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, tile {args.size}px")
     wall, cpu = matmul_gflops()
