@@ -169,24 +169,29 @@ def test_arcgis_folder_trains(arcgis_chips, tmp_path):
 def test_lr_auto_batch_clamp_and_reusable_config(chip_folder, tmp_path):
     chips = chip_folder(n=8)
     out = tmp_path / "run"
-    args = ["train", str(chips), "-o", str(out), "--epochs", "1", "--lr", "auto"]
-    res = CliRunner().invoke(cli, args + TINY_ARGS[:-4] + ["--batch-size", "64"])
-    assert res.exit_code == 0, res.output
-    assert "chosen by the range test" in res.output
-    assert "larger than the 6 training chips" in res.output and "batch 6" in res.output
+    tiny = {**TINY, "lr": "auto", "batch_size": 64}
+    seen = {}
+    result = train(
+        TrainConfig([str(chips)], str(out), epochs=1, extra={"lr_test_steps": 12}, **tiny),
+        on_start=seen.update,
+    )
+    assert result.lr_auto and seen["lr_auto"] and seen["lr"] == result.lr
+    assert 1e-5 <= result.lr <= 0.1
+    assert result.batch_size == 6 == seen["batch_size"]  # clamped to the 6 training chips
     from geopsp.modelfile import read_metadata
 
     meta = read_metadata(out / "model.safetensors")
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert isinstance(cfg["lr"], float) and cfg["lr"] == pytest.approx(meta["train_config"]["lr"])
-    assert 1e-5 <= cfg["lr"] <= 0.1
+    assert cfg["lr"] == pytest.approx(result.lr) and cfg["batch_size"] == 64
     assert cfg["chips_dirs"] == [str(chips)]
     # The saved options rerun as they are (the learning rate is no longer "auto").
-    res2 = CliRunner().invoke(
-        cli, ["-q", "train", "-c", str(out / "config.yaml"), "-o", str(tmp_path / "again")]
+    res = CliRunner().invoke(
+        cli, ["train", "-c", str(out / "config.yaml"), "-o", str(tmp_path / "again")]
     )
-    assert res2.exit_code == 0, res2.output
-    assert "chosen by the range test" not in res2.output
+    assert res.exit_code == 0, res.output
+    assert "chosen by the range test" not in res.output
+    assert "larger than the 6 training chips" in res.output and "batch 6" in res.output
     assert yaml.safe_load((tmp_path / "again" / "config.yaml").read_text()) == cfg
 
 
