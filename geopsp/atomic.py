@@ -51,8 +51,41 @@ def _remove(p: Path) -> None:
 def disk_error(exc: OSError, path: Path) -> OutputError:
     """Translate an OSError raised while writing into a clear :class:`OutputError`."""
     if exc.errno == errno.ENOSPC:
-        return OutputError(f"no space left on the device while writing {path}; free space or write elsewhere")
+        return OutputError(
+            f"no space left on the device while writing {path}; free space or write elsewhere"
+        )
     return OutputError(f"cannot write {path}: {exc.strerror or exc}")
+
+
+_FULL_TEXTS = ("no space left on device", "database or disk is full", "disk quota exceeded")
+
+
+def is_disk_full(exc: BaseException, folder: str | os.PathLike | None = None) -> bool:
+    """Whether ``exc`` (or an error it was raised from) comes from a full disk.
+
+    GDAL and SQLite (GeoPackage) report it in their own exception types, with the operating
+    system's words in the message or only as a generic "write error"; for the latter, a
+    ``folder`` whose file system has (almost) no space left decides.
+    """
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    write_failed = False
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(e).lower()
+        if any(t in text for t in _FULL_TEXTS):
+            return True
+        write_failed |= "write" in text and ("fail" in text or "error" in text)
+        e = e.__cause__ or e.__context__
+    if write_failed and folder is not None:
+        try:
+            st = os.statvfs(folder)
+        except OSError:
+            return False
+        return st.f_bavail * st.f_frsize < 1024 * 1024
+    return False
 
 
 @contextlib.contextmanager
@@ -83,10 +116,13 @@ def atomic_path(
         tmp.mkdir()
     try:
         yield tmp
-    except BaseException:
+    except BaseException as exc:
+        full = isinstance(exc, Exception) and is_disk_full(exc, tmp.parent)  # before clean-up
         _remove(tmp)
         for s in sidecars:
             _remove(Path(str(tmp) + s))
+        if full:
+            raise disk_error(OSError(errno.ENOSPC, "no space left"), final) from exc
         raise
     try:
         if final.exists() or final.is_symlink():
