@@ -218,6 +218,32 @@ def save_model(path: str | os.PathLike, model: Any, metadata: dict, overwrite: b
             raise disk_error(exc, Path(path)) from exc
 
 
+def read_weights(path: str | os.PathLike) -> tuple[dict, dict]:
+    """The tensors (on the CPU) and metadata of a model file, after every check.
+
+    Used by :func:`load_model` and by ``train --init``, so a truncated, foreign, corrupt or
+    newer-format file gets the same one-line :class:`ModelFileError` everywhere.
+
+    Returns
+    -------
+    (dict, dict)
+        ``{name: torch.Tensor}`` and the metadata.
+    """
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    _, meta, start = read_header(p)
+    md = _parse_metadata(p, meta)
+    if CHECKSUM_KEY in meta and _sha256(p, start) != meta[CHECKSUM_KEY]:
+        raise ModelFileError(f"{p} is corrupt: its weights do not match their checksum")
+    try:
+        state = load_file(str(p), device="cpu")
+    except Exception as exc:  # safetensors raises its own error types
+        msg = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ModelFileError(f"{p} is corrupt: cannot read its weights ({msg[:200]})") from exc
+    return state, md
+
+
 def load_model(path: str | os.PathLike, device: Any = "cpu") -> tuple[Any, dict]:
     """Rebuild the model stored in ``path``.
 
@@ -238,27 +264,17 @@ def load_model(path: str | os.PathLike, device: Any = "cpu") -> tuple[Any, dict]
     ModelFileError
         Missing, corrupt, foreign, newer-format, or weights not matching the architecture.
     """
-    from safetensors.torch import load_file
-
     from geopsp.errors import UsageError
     from geopsp.models import build_model
 
     p = Path(path)
-    _, meta, start = read_header(p)
-    md = _parse_metadata(p, meta)
-    if CHECKSUM_KEY in meta and _sha256(p, start) != meta[CHECKSUM_KEY]:
-        raise ModelFileError(f"{p} is corrupt: its weights do not match their checksum")
+    state, md = read_weights(p)
     try:
         model = build_model(md["architecture"], encoder_weights=None)
     except UsageError as exc:
         raise ModelFileError(
             f"{p} describes an architecture this geopsp cannot build: {exc}"
         ) from exc
-    try:
-        state = load_file(str(p), device="cpu")
-    except Exception as exc:  # safetensors raises its own error types
-        msg = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise ModelFileError(f"{p} is corrupt: cannot read its weights ({msg[:200]})") from exc
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
