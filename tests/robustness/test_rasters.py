@@ -75,6 +75,14 @@ def rasters(tmp_path_factory) -> dict[str, Path]:
                         dtype="uint8")  # fmt: skip
         r[name] = write_raster(d / f"{name}.tif", lab[None], tr=tr, nodata=255)
     r["pred-float"] = write_raster(d / "pred_float.tif", image_array(1, "float32"))
+    with rasterio.open(r["pred"]) as src:
+        lab = src.read()
+    r["pred-int16"] = write_raster(d / "pred_int16.tif", lab.astype("int16"), nodata=-1)
+    half = np.ones((SIZE, SIZE), bool)
+    half[:, :20] = False  # masked off: never counted
+    r["pred-masked"] = write_raster(d / "pred_masked.tif", lab, mask=half)
+    r["pred-spaces"] = write_raster(d / "dossier spécial ü" / "prédiction 1.tif", lab, nodata=255)
+    r["pred-vrt"] = write_vrt(d / "pred.vrt", r["pred"])
     raw = r["pred"].read_bytes()
     (d / "pred_truncated.tif").write_bytes(raw[: len(raw) // 2])
     r["pred-truncated"] = d / "pred_truncated.tif"
@@ -247,11 +255,15 @@ def test_evaluate_refuses(name, rasters, labels, tmp_path):
     assert not plot.exists() and not leftovers(tmp_path)
 
 
-@pytest.mark.parametrize("name", ["pred", "pred-rotated"])
+@pytest.mark.parametrize(
+    "name", ["pred", "pred-rotated", "pred-int16", "pred-masked", "pred-spaces", "pred-vrt"]
+)
 def test_evaluate_exact_on_any_grid(name, rasters, labels, tmp_path):
-    """The labels burnt on a north-up or rotated grid score exactly 1: the reference is
-    rasterized on the prediction's own grid, rotation included."""
+    """The labels burnt on the prediction's grid (north-up or rotated, any integer type, any
+    path) score exactly 1, over exactly the unmasked pixels."""
     r = invoke("evaluate", rasters[name], "-r", labels, "--class-field", "cls", "--json")
     assert r.exit_code == 0, r.output
     res = json.loads(r.output)
     assert res["overall_accuracy"] == 1.0 and res["kappa"] == 1.0 and res["miou"] == 1.0
+    counted = sum(c["support"] for c in res["per_class"])
+    assert counted == SIZE * (SIZE - 20 if name == "pred-masked" else SIZE)
