@@ -5,6 +5,7 @@ esri_accumulated_stats.json)."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,9 +97,21 @@ def write_index(
         pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": None})
 
 
+def _strict(obj):
+    """Non-finite floats as the strings GDAL's JSON uses ("NaN", "Infinity"): a NaN nodata
+    value would otherwise make the file invalid JSON for ArcGIS, jq and most parsers."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "NaN" if obj != obj else ("Infinity" if obj > 0 else "-Infinity")
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_strict(v) for v in obj]
+    return obj
+
+
 def _dump(path: Path, obj) -> None:
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2)
+        json.dump(_strict(obj), f, indent=2, allow_nan=False)
         f.write("\n")
 
 

@@ -116,6 +116,8 @@ def _check_chips(out: Path, src_path: Path) -> None:
     from rasterio.features import rasterize
     from rasterio.windows import Window
 
+    for f in [*out.glob("*.json"), *out.glob("*.emd")]:  # strict JSON, as ArcGIS and jq expect
+        json.loads(f.read_text(), parse_constant=lambda c, n=f.name: pytest.fail(f"{n}: {c}"))
     index = json.loads((out / "stats.json").read_text())
     with rasterio.open(src_path) as src:
         assert index["dtype"] == src.dtypes[0] and index["band_count"] == src.count
