@@ -141,3 +141,41 @@ def test_evaluate(name, base, tmp_path):
     pred = base["label_array"]
     res = json.loads(r.output)
     assert res["overall_accuracy"] == pytest.approx(float((ref == pred).mean()))
+
+
+def _label_raster(path: Path, dtype: str = "uint8", crs=CRS, nodata=255) -> Path:
+    from .conftest import write_raster
+
+    lab = _burn([(G1, 1), (G2, 2)], transform(), (SIZE, SIZE)).astype(dtype)
+    return write_raster(path, lab[None], crs=crs, nodata=nodata)
+
+
+LABEL_RASTERS = {
+    "label-raster-uint16": (dict(dtype="uint16"), None),
+    "label-raster-float": (dict(dtype="float32"), (1, "integer class values")),
+    "label-raster-without-crs": (dict(crs=None), (1, "no CRS")),
+}
+
+
+@pytest.mark.parametrize("name", list(LABEL_RASTERS))
+def test_label_rasters(name, base, tmp_path):
+    """Label rasters instead of vectors: integer class values with a CRS work, others are
+    refused by export-chips and evaluate alike."""
+    kw, error = LABEL_RASTERS[name]
+    labels = _label_raster(tmp_path / "labels.tif", **kw)
+    out = tmp_path / "chips"
+    r = invoke("export-chips", base["image"], "--labels", labels, "-o", out,
+               "--chip-size", "32", "--stride", "32")  # fmt: skip
+    e = invoke("evaluate", base["pred"], "-r", labels, "--json")
+    if error:
+        assert_clean_error(r, *error)
+        assert_clean_error(e, *error)
+        assert not out.exists() and not leftovers(tmp_path)
+        return
+    assert r.exit_code == 0, r.output
+    for chip in sorted((out / "labels").glob("*.tif")):
+        with rasterio.open(chip) as c:
+            got = c.read(1)
+            assert np.array_equal(got, _burn([(G1, 1), (G2, 2)], c.transform, got.shape))
+    assert e.exit_code == 0, e.output
+    assert json.loads(e.output)["overall_accuracy"] == 1.0
