@@ -61,6 +61,11 @@ def read_header(path: str | os.PathLike) -> tuple[dict, dict[str, str], int]:
         Missing file, not safetensors, or truncated.
     """
     p = Path(path)
+    if p.is_dir():  # e.g. the training output folder instead of the model file inside it
+        hint = (
+            " (use the model.safetensors inside it)" if (p / "model.safetensors").is_file() else ""
+        )
+        raise ModelFileError(f"{p} is a folder, not a model file{hint}")
     if not p.is_file():
         raise ModelFileError(f"model file {p} does not exist")
     size = p.stat().st_size
