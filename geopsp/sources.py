@@ -38,11 +38,11 @@ def open_raster(address: str | os.PathLike):
     if src.crs is None and src.transform.is_identity and (src.gcps[0] or src.rpcs):
         # GCP/RPC-only georeferencing has no pixel grid: chips, labels and class maps would all
         # come out without georeferencing (silently useless in a GIS), so refuse up front.
-        kind = "ground control points (GCPs)" if src.gcps[0] else "RPCs"
+        kind, opt = ("ground control points (GCPs)", "") if src.gcps[0] else ("RPCs", "-rpc ")
         src.close()
         raise InputError(
             f"{addr}: georeferenced only by {kind}, not by a geotransform; "
-            "warp it onto a grid first (gdalwarp -r bilinear in.tif out.tif)"
+            f"warp it onto a grid first (gdalwarp {opt}-r bilinear in.tif out.tif)"
         )
     return src
 

@@ -48,6 +48,7 @@ def rasters(tmp_path_factory) -> dict[str, Path]:
     e = SIZE * RES
     gcps = [G(0, 0, X0, Y0), G(0, SIZE, X0 + e, Y0), G(SIZE, 0, X0, Y0 - e), G(SIZE, SIZE, X0 + e, Y0 - e)]  # fmt: skip
     r["gcp-only"] = write_raster(d / "gcp.tif", gcps=gcps)
+    r["rpc-only"] = _rpc_only(d / "rpc.tif")
     r["rotated"] = write_raster(d / "rotated.tif", tr=ROTATED)
     r["sheared"] = write_raster(d / "sheared.tif", tr=SHEARED)
     r["1x1"] = write_raster(d / "one.tif", image_array(size=1))
@@ -87,6 +88,22 @@ def rasters(tmp_path_factory) -> dict[str, Path]:
     (d / "pred_truncated.tif").write_bytes(raw[: len(raw) // 2])
     r["pred-truncated"] = d / "pred_truncated.tif"
     return r
+
+
+def _rpc_only(path: Path) -> Path:
+    """A raw satellite-style raster georeferenced only by (trivial) RPC coefficients."""
+    from rasterio.rpc import RPC
+
+    zeros = [0.0] * 20
+    rpc = RPC(height_off=0, height_scale=100, lat_off=36, lat_scale=0.1, long_off=3,
+              long_scale=0.1, line_off=32, line_scale=32, samp_off=32, samp_scale=32,
+              line_num_coeff=[0, 0, -1] + zeros[3:], line_den_coeff=[1] + zeros[1:],
+              samp_num_coeff=[0, 1] + zeros[2:], samp_den_coeff=[1] + zeros[1:])  # fmt: skip
+    arr = image_array()
+    with rasterio.open(path, "w", driver="GTiff", width=SIZE, height=SIZE, count=3,
+                       dtype="uint8", rpcs=rpc) as dst:  # fmt: skip
+        dst.write(arr)
+    return path
 
 
 def all_labels():
@@ -156,6 +173,7 @@ EXPORT_ERRORS = {
     "png": (1, "no CRS"),
     "jpeg": (1, "no CRS"),
     "gcp-only": (1, "ground control points", "gdalwarp"),
+    "rpc-only": (1, "RPCs", "gdalwarp -rpc"),
     "complex": (1, "complex"),
     "all-nodata": (1, "no chip written", "nodata"),
 }
@@ -194,6 +212,7 @@ def _classify(src: Path, model: Path, out: Path, *extra):
 CLASSIFY_ERRORS = {
     "zero-byte": (1, "empty"),
     "gcp-only": (1, "ground control points"),
+    "rpc-only": (1, "RPCs"),
     "complex": (1, "complex"),
     "bands1": (2, "1 band(s)", "model expects 3"),
     "bands2": (2, "2 band(s)", "-b/--bands"),
@@ -243,6 +262,7 @@ EVALUATE_CASES = {
     "zero-byte": (1, "empty"),
     "complex": (1, "complex"),
     "gcp-only": (1, "ground control points"),
+    "rpc-only": (1, "RPCs"),
     "pred-float": (1, "integer class values"),
     "pred-truncated": (1, "truncated or corrupt"),
     "png": (1, "no CRS"),
