@@ -94,6 +94,11 @@ def main() -> None:
                 n += len(x)
             return n / (time.perf_counter() - t0)
 
+        batches = len(make_loader(False)[1])
+        if args.steps > batches:
+            raise SystemExit(
+                f"--steps {args.steps}: only {batches} batches of {args.batch_size} chips"
+            )
         x0, y0 = next(iter(make_loader(False)[1]))
 
         def in_memory() -> float:
