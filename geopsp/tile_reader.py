@@ -81,21 +81,27 @@ class TileReader:
         return src
 
     def __call__(self, tile) -> tuple[np.ndarray, np.ndarray]:
+        from rasterio.errors import RasterioIOError
         from rasterio.windows import Window
 
         from geopsp.normalize import normalize
+        from geopsp.sources import read_error
 
         t = self.tile
         h, w = min(t, self.height - tile.row), min(t, self.width - tile.col)
         win = Window(tile.col, tile.row, w, h)
         src = self._src()
-        data = src.read(self.bands, window=win)
+        try:  # a truncated or corrupt file fails only here, at its first unreadable block
+            data = src.read(self.bands, window=win)
+            masks = src.read_masks(self.bands, window=win) if self.mode == "mask" else None
+        except RasterioIOError as exc:
+            raise read_error(self.address, exc, tile.col, tile.row) from None
         if self.mode == "all":
             valid = np.ones((h, w), dtype=bool)
         elif self.mode == "nodata":  # a pixel is nodata only where every band is (GDAL rule)
             valid = (data != self.nodata).any(axis=0)
         else:
-            valid = (src.read_masks(self.bands, window=win) > 0).any(axis=0)
+            valid = (masks > 0).any(axis=0)
         if self.float:
             valid &= np.isfinite(data).any(axis=0)
         x = np.zeros((len(self.bands), t, t), dtype=np.float32)
