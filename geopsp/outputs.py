@@ -9,12 +9,13 @@ On any failure or Ctrl-C nothing is left at the output paths and no temporary fi
 from __future__ import annotations
 
 import contextlib
+import errno
 from pathlib import Path
 
 import numpy as np
 
 from geopsp import rasters
-from geopsp.atomic import atomic_path, check_writable, disk_error, temp_name
+from geopsp.atomic import atomic_path, check_writable, disk_error, is_disk_full, temp_name
 from geopsp.blending import FinishedBlock
 from geopsp.classes import IGNORE, ClassInfo, index_to_value
 from geopsp.errors import OutputError
@@ -158,7 +159,11 @@ class OutputSet:
         if not self.write:
             return
         if exc is not None:
+            # GDAL says only "write failed" on a full disk: decide before the clean-up frees it.
+            full = isinstance(exc, Exception) and is_disk_full(exc, self.temp_dir)
             self._abort(exc)
+            if full:
+                raise disk_error(OSError(errno.ENOSPC, "no space left"), self.output) from exc
             return
         try:
             for dst in self._dst.values():
