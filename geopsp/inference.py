@@ -192,6 +192,14 @@ def classify_raster(
     )  # fmt: skip
 
 
+def _same_file(a: str, b: str) -> bool:
+    """Whether two paths name one existing file (symlinks and relative paths resolved)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist (yet), or b is a GDAL address, not a local file
+        return False
+
+
 def output_paths(inputs: list[str], output: str, extra: str | None) -> list[tuple[str, str | None]]:
     """Map each input to its output path (OUTPUT is a folder when there are several inputs)."""
     if len(inputs) == 1:
@@ -253,9 +261,15 @@ def classify(
             raise InputError(f"invalid input {addr!r}")
         with open_raster(addr) as src:
             select_bands(src, addr, predictor, options.bands)
-        for path in (out, p, c):
-            if path:
-                check_writable(path, options.overwrite)
+        paths = [x for x in (out, p, c) if x]
+        for path in paths:
+            check_writable(path, options.overwrite)
+            # --overwrite must never replace what is being read: the input or the model.
+            for what, used in (("the input raster", addr), ("the model file", str(model))):
+                if _same_file(path, used):
+                    raise UsageError(f"{path} is {what}; write the output to another file")
+        if len({os.path.abspath(x) for x in paths}) < len(paths):
+            raise UsageError(f"{out}: the outputs need different paths")
     summaries = []
     for addr, (out, p), (_, c) in zip(inputs, probs, confs, strict=True):
         opts = ClassifyOptions(**{**options.__dict__, "probabilities": p, "confidence": c})

@@ -86,13 +86,11 @@ def _classes(chips: ChipSet, ignore: list[int]) -> list[ClassInfo]:
 
 def _load_init(model, path: str) -> None:
     """Copy the weights of a model file whose tensors fit (same name and shape)."""
-    from safetensors import SafetensorsError
-    from safetensors.torch import load_file
+    from geopsp.modelfile import read_weights
 
-    try:
-        src = load_file(path)
-    except (OSError, SafetensorsError) as exc:
-        raise ModelFileError(f"--init {path}: not a readable model file ({exc})") from exc
+    # The same checks (and one-line ModelFileError) as classify: truncated, corrupt, foreign
+    # and newer-format files are refused before any weight is copied.
+    src, _ = read_weights(path)
     own = model.state_dict()
     fit = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
     if not fit:
