@@ -141,7 +141,13 @@ def _norm(v):
     if isinstance(v, list | tuple):
         return [_norm(x) for x in v]
     if isinstance(v, str):
-        return v.strip().lower()
+        # "1e-3" on the command line and 0.001 saved in the checkpoint are the same value.
+        try:
+            return float(v)
+        except ValueError:
+            return v.strip().lower()
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return float(v)
     return v
 
 
