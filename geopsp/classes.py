@@ -53,7 +53,9 @@ def validate(classes: list[ClassInfo]) -> list[ClassInfo]:
     if not classes:
         raise InputError("the class table is empty")
     if len(classes) > MAX_CLASSES:
-        raise UsageError(f"{len(classes)} classes found; at most {MAX_CLASSES} are supported (value 255 is reserved)")
+        raise UsageError(
+            f"{len(classes)} classes found; at most {MAX_CLASSES} are supported (value 255 is reserved)"
+        )
     values = [c.value for c in classes]
     if len(set(values)) != len(values):
         raise InputError(f"duplicate class values in the class table: {sorted(values)}")

@@ -51,7 +51,10 @@ def spatial_split(
     edge = max(size * block, 1e-9)
     cx = (bounds[:, 0] + bounds[:, 2]) / 2
     cy = (bounds[:, 1] + bounds[:, 3]) / 2
-    keys = [(g, int(np.floor(x / edge)), int(np.floor(y / edge))) for g, x, y in zip(groups, cx, cy, strict=True)]
+    keys = [
+        (g, int(np.floor(x / edge)), int(np.floor(y / edge)))
+        for g, x, y in zip(groups, cx, cy, strict=True)
+    ]
     uniq = sorted(set(keys), key=lambda k: (str(k[0]), k[1], k[2]))
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(uniq))

@@ -244,3 +244,16 @@ def arcgis_chips(everest, tmp_path_factory) -> Path:
     }
     (out / "esri_model_definition.emd").write_text(json.dumps(emd, indent=2))
     return out
+
+
+@pytest.fixture(autouse=True)
+def _reset_geopsp_logging():
+    """Undo the logging set-up of CLI runs made in this process (``-q`` sets the ``geopsp``
+    logger to ERROR), so that later tests' ``caplog`` sees library warnings."""
+    import logging
+
+    yield
+    log = logging.getLogger("geopsp")
+    log.handlers[:] = []
+    log.setLevel(logging.NOTSET)
+    log.propagate = True

@@ -83,7 +83,9 @@ def test_bands_parsing():
 
 
 def test_class_lookup_tables():
-    classes = from_dicts([{"value": 5, "name": "water"}, {"value": 1, "name": "forest", "color": [0, 255, 0]}])
+    classes = from_dicts(
+        [{"value": 5, "name": "water"}, {"value": 1, "name": "forest", "color": [0, 255, 0]}]
+    )
     assert [c.value for c in classes] == [1, 5]
     assert classes[0] == ClassInfo(1, "forest", (0, 255, 0))
     lut = value_lut(classes)

@@ -66,19 +66,22 @@ class GeopspGroup(click.Group):
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    level = (
+        logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     root = logging.getLogger("geopsp")
     root.handlers[:] = [handler]
     root.setLevel(level)
-    root.propagate = False
     logging.captureWarnings(True)
 
 
 @click.group(cls=GeopspGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="geopsp")
-@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv: debug, with tracebacks).")
+@click.option(
+    "-v", "--verbose", count=True, help="More log output on stderr (-vv: debug, with tracebacks)."
+)
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr; no progress bars.")
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:

@@ -81,7 +81,9 @@ def _load_config(path: str) -> dict:
     except Exception as exc:  # any parser error is a usage error on that file
         raise click.BadParameter(f"{path}: cannot parse ({exc})", param_hint="-c/--config") from exc
     if not isinstance(data, dict):
-        raise click.BadParameter(f"{path}: expected a mapping of option names to values", param_hint="-c/--config")
+        raise click.BadParameter(
+            f"{path}: expected a mapping of option names to values", param_hint="-c/--config"
+        )
     # Accept option spellings with dashes or underscores, and lists for comma options.
     out = {}
     for k, v in data.items():
