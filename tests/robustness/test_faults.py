@@ -134,14 +134,16 @@ def test_train_sigint_leaves_no_model(chip_folder, tmp_path):
     chips = chip_folder("chips", n=8)
     out = tmp_path / "run"
     # With DataLoader worker processes: they must not keep the run alive after Ctrl-C.
-    proc = start("train", chips, "-o", out, "--epochs", "50", "--workers", "2", *TRAIN)
+    # Far more epochs than can finish before the signal, however fast the machine is.
+    proc = start("train", chips, "-o", out, "--epochs", "100000", "--workers", "2", *TRAIN)
     line = proc.stdout.readline()  # printed once the chips are open and training begins
     assert line.startswith("training on"), line
     time.sleep(0.5)
     assert_interrupted(*interrupt(proc, signal.SIGINT), signal.SIGINT)
     assert not temps(tmp_path)
-    assert not (out / "model.safetensors").exists()
-    if out.exists():  # finished epochs may stay (to resume), but every file is complete
+    # Epochs finished before the signal may leave their best model and checkpoint (to
+    # resume), but every file at a final name must be complete.
+    if out.exists():
         _assert_complete(out)
 
 
