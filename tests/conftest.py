@@ -257,3 +257,15 @@ def _reset_geopsp_logging():
     log.handlers[:] = []
     log.setLevel(logging.NOTSET)
     log.propagate = True
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for small-tensor tests: on a busy 2-core machine OpenMP
+    threads spin-wait for each other and make tiny forwards many times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

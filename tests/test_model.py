@@ -22,13 +22,7 @@ BANDS = (1, 3, 6, 13)
 SMALL_POINTS = {"points": 100, "train_points": 64}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small tensors: one intra-op thread avoids OpenMP spin-waiting on a busy 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def arch(**kw) -> dict:

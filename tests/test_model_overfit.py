@@ -42,18 +42,8 @@ def glacier_batch(everest: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy((x - mean) / std), torch.from_numpy(y).long()
 
 
-@pytest.fixture
-def one_thread():
-    # One intra-op thread: on a busy CI machine two spinning OpenMP threads per process
-    # made each step several times slower; on an idle one it costs little at this size.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
-def test_tiny_model_overfits_real_batch(everest, one_thread):
+def test_tiny_model_overfits_real_batch(everest, one_torch_thread):
     torch.manual_seed(0)
     x, y = glacier_batch(everest)
     assert 0.25 < y.float().mean() < 0.75

@@ -40,13 +40,7 @@ METADATA = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small tensors: one intra-op thread avoids OpenMP spin-waiting on a busy 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_model(**kw):
