@@ -31,7 +31,7 @@ import numpy as np
 
 from geopsp.classes import ClassInfo
 from geopsp.inference import ClassifyOptions, TileReader, classify_raster, plan_tiles
-from geopsp.pipeline import batches
+from geopsp.pipeline_ranks import batches
 from geopsp.predict import Predictor
 from geopsp.tiling import TileGrid, default_block
 

@@ -94,6 +94,7 @@ def atomic_path(
     overwrite: bool = False,
     sidecars: Sequence[str] = (),
     is_dir: bool = False,
+    tmp: Path | None = None,
 ) -> Iterator[Path]:
     """Yield a temporary path to write; on success move it (and its sidecars) to ``path``.
 
@@ -109,9 +110,16 @@ def atomic_path(
         suffixes are renamed with it.
     is_dir : bool
         Create the temporary path as an empty folder.
+    tmp : Path, optional
+        A fixed temporary path in the same folder instead of a random one (a resumable run
+        reuses it); a file left there by an interrupted run is removed first.
     """
     final = check_writable(path, overwrite)
-    tmp = temp_name(final)
+    if tmp is None:
+        tmp = temp_name(final)
+    else:
+        for p in (tmp, *(Path(str(tmp) + s) for s in sidecars)):
+            _remove(p)
     if is_dir:
         tmp.mkdir()
     try:

@@ -12,6 +12,12 @@ are as wide as the raster, so they live in an unlinked temporary file (no RSS, r
 the OS even on a crash). Peak memory therefore depends on block, tile and class count only,
 never on raster size. Because the summation order is fixed by the grid, the result does not
 depend on who computed the tiles (this makes multi-process runs byte-identical).
+
+For a resumable run the bottom seams go to two named files used in turn by even and odd block
+rows: when block row ``r`` is done, the file of row ``r`` holds everything row ``r + 1``
+needs, and it is not written again before row ``r + 2`` starts. A run that records "row ``r``
+is done" before starting row ``r + 1`` (the pipeline waits for that) can therefore continue
+from its last recorded row (:meth:`Blender.resume`).
 """
 
 from __future__ import annotations
@@ -36,11 +42,24 @@ class FinishedBlock:
 
 
 class _SeamFile:
-    """Fixed-size slots in an unlinked temporary file, one per block column."""
+    """Fixed-size slots in a file, one per block column.
 
-    def __init__(self, slots: int, slot_shape: tuple[int, ...], dir: str | None = None) -> None:
+    Without ``path`` the file is an unlinked temporary file in ``dir``; with ``path`` it is a
+    named file that outlives the process (resumable runs).
+    """
+
+    def __init__(
+        self,
+        slots: int,
+        slot_shape: tuple[int, ...],
+        dir: str | None = None,
+        path: str | os.PathLike | None = None,
+    ) -> None:
         self.slot_bytes = int(np.prod(slot_shape)) * 4
-        self._file = tempfile.TemporaryFile(dir=dir)  # noqa: SIM115 (closed by close())
+        if path is None:
+            self._file = tempfile.TemporaryFile(dir=dir)  # noqa: SIM115 (closed by close())
+        else:
+            self._file = open(path, "r+b" if os.path.exists(path) else "w+b")  # noqa: SIM115
         self._shapes: dict[int, tuple[int, ...]] = {}
 
     def put(self, slot: int, arr: np.ndarray) -> None:
@@ -54,7 +73,18 @@ class _SeamFile:
             return None
         n = int(np.prod(shape)) * 4
         buf = os.pread(self._file.fileno(), n, slot * self.slot_bytes)
+        if len(buf) != n:  # a resumed run's file is shorter than its saved state says
+            raise OSError(f"seam file {self._file.name} is truncated")
         return np.frombuffer(buf, dtype=np.float32).reshape(shape)
+
+    def expect(self, slot: int, shape: tuple[int, ...]) -> None:
+        """Declare that ``slot`` holds an array of ``shape`` (written by an earlier run)."""
+        self._shapes[slot] = tuple(shape)
+
+    def sync(self) -> None:
+        """Flush the slots to the disk (they must survive a power cut, not only a crash)."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
 
     def close(self) -> None:
         self._file.close()
@@ -73,14 +103,25 @@ class Blender:
         Window shape over the overlap.
     temp_dir : str, optional
         Where the bottom-seam file goes (default: the system temp folder).
+    seam_paths : pair of paths, optional
+        Named bottom-seam files for even and odd block rows, for a resumable run.
     """
 
     def __init__(
-        self, grid: TileGrid, n_classes: int, blend: str = "cosine", temp_dir: str | None = None
+        self,
+        grid: TileGrid,
+        n_classes: int,
+        blend: str = "cosine",
+        temp_dir: str | None = None,
+        seam_paths: tuple[str, str] | None = None,
     ) -> None:
         self.grid, self.k, self.blend = grid, int(n_classes), blend
-        t, b = grid.tile, grid.block
-        self._vseams = _SeamFile(grid.block_cols, (self.k + 1, t, b), temp_dir)
+        shape = (self.k + 1, grid.tile, grid.block)
+        if seam_paths is None:
+            one = _SeamFile(grid.block_cols, shape, temp_dir)
+            self._seams: tuple[_SeamFile, ...] = (one, one)
+        else:
+            self._seams = tuple(_SeamFile(grid.block_cols, shape, path=p) for p in seam_paths)
         self._hseam: np.ndarray | None = None
         self._acc: np.ndarray | None = None
         self._block = -1
@@ -119,28 +160,54 @@ class Blender:
             acc[:, : hs.shape[1], : hs.shape[2]] += hs
         self._hseam = None
         if bi > 0:  # from the block above
-            vs = self._vseams.take(bj)
+            vs = self._seams[(bi - 1) % 2].take(bj)
             if vs is not None:
                 acc[:, : vs.shape[1], : vs.shape[2]] += vs
         if acc.shape[2] > bw:
             self._hseam = acc[:, :, bw:].copy()
         if acc.shape[1] > bh:
-            self._vseams.put(bj, acc[:, bh:, :bw])
+            self._seams[bi % 2].put(bj, acc[:, bh:, :bw])
         out = FinishedBlock(r, c, acc[: self.k, :bh, :bw], acc[self.k, :bh, :bw])
         self._acc = None
         return out
 
+    def bottom_seam_shape(self, block: int) -> tuple[int, ...] | None:
+        """Shape of the bottom seam that ``block`` leaves for the block below (None: none)."""
+        g = self.grid
+        r, _, bh, bw = g.block_window(block)
+        ah = min(g.height, r + g.block + g.tile) - r
+        return (self.k + 1, ah - bh, bw) if ah > bh else None
+
+    def resume(self, row: int) -> None:
+        """Continue at block row ``row``, reading the seams that row ``row - 1`` left on disk."""
+        if row <= 0:
+            return
+        bc = self.grid.block_cols
+        seams = self._seams[(row - 1) % 2]
+        for bj in range(bc):
+            shape = self.bottom_seam_shape((row - 1) * bc + bj)
+            if shape is not None:
+                seams.expect(bj, shape)
+
+    def sync(self, row: int) -> None:
+        """Make the seams that block row ``row`` left for the next row durable on disk."""
+        self._seams[row % 2].sync()
+
     def close(self) -> None:
-        self._vseams.close()
+        for s in set(self._seams):
+            s.close()
 
 
-def blocks_from_stream(grid: TileGrid, blender: Blender, items):
+def blocks_from_stream(grid: TileGrid, blender: Blender, items, first_block: int = 0):
     """Drive ``blender`` with ``(tile, probs, valid)`` items in grid order; yield finished blocks.
 
-    ``probs`` is None for tiles that were skipped (all nodata).
+    ``probs`` is None for tiles that were skipped (all nodata). ``first_block`` starts at a
+    later block (a resumed run; items then start at that block's first tile).
     """
     it = iter(items)
-    for b, n in enumerate(grid.block_sizes()):
+    sizes = grid.block_sizes()
+    for b in range(first_block, grid.n_blocks):
+        n = sizes[b]
         blender.start(b)
         for _ in range(n):
             tile, probs, valid = next(it)

@@ -12,101 +12,16 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from geopsp.classify_plan import ClassifyOptions, ClassifySummary, plan_block, plan_tiles
 from geopsp.errors import InputError, OutputError, UsageError
 from geopsp.predict import Predictor
 from geopsp.tile_reader import TileReader, select_bands, warn_grid
-from geopsp.tiling import BLEND_KINDS, TileGrid, default_block
+from geopsp.tiling import BLEND_KINDS, TileGrid
 
 log = logging.getLogger(__name__)
-MAX_DEFAULT_TILE = 1024
 GDAL_CACHE_MB = 64  # bounded GDAL block cache: RSS must not grow with raster size
-
-
-@dataclass
-class ClassifyOptions:
-    """Options of ``geopsp classify`` (see docs/classify.md for defaults and advice)."""
-
-    tile_size: int | None = None
-    overlap: int | None = None
-    batch_size: int = 4
-    blend: str = "cosine"
-    tta: str = "none"
-    bands: list[int] | None = None
-    probabilities: str | None = None
-    confidence: str | None = None
-    cog: bool = False
-    creation_options: dict = field(default_factory=dict)
-    workers: int = 0
-    overwrite: bool = False
-    progress: bool = True
-    block_size: int | None = None  # streaming block (pixels); None: default_block(tile)
-
-
-@dataclass
-class ClassifySummary:
-    """What one classification did."""
-
-    input: str
-    output: str
-    width: int
-    height: int
-    tiles: int
-    computed: int
-    skipped: int
-    seconds: float
-    class_pixels: dict[int, int]
-    nodata_pixels: int
-    forward_seconds: float = 0.0  # time this process spent in forward passes
-    class_names: dict[int, str] = field(default_factory=dict)
-
-    @property
-    def pixels(self) -> int:
-        return self.width * self.height
-
-    def line(self) -> str:
-        """One-line summary: pixels, time, throughput, per-class share."""
-        valid = max(1, sum(self.class_pixels.values()))
-        shares = ", ".join(
-            f"{self.class_names.get(v, v)} {100 * n / valid:.1f}%"
-            for v, n in sorted(self.class_pixels.items())
-            if n
-        )
-        mps = self.pixels / 1e6 / max(self.seconds, 1e-9)
-        return (
-            f"{self.output}: {self.pixels:,} pixels ({self.nodata_pixels:,} nodata) classified "
-            f"in {self.seconds:.1f} s ({mps:.2f} MP/s, {self.computed} tiles); classes {shares}"
-        )
-
-
-def plan_tiles(predictor: Predictor, tile_size: int | None, overlap: int | None) -> tuple[int, int]:
-    """Resolve ``--tile-size`` and ``--overlap`` for a model.
-
-    Default tile: twice the training chip size, at most 1024 (512 when unknown). Any tile
-    is rounded to the nearest multiple of ``model.size_multiple``. Default overlap: 1/8 of
-    the tile. Raises :class:`UsageError` for a tile smaller than the model accepts or an
-    overlap of half the tile or more.
-    """
-    m = max(1, int(predictor.size_multiple))
-    min_tile = max(32, 4 * m)
-    if tile_size is None:
-        chip = predictor.chip_size or 256
-        tile_size = min(MAX_DEFAULT_TILE, max(chip, 2 * chip))
-    if tile_size < min_tile:
-        raise UsageError(
-            f"--tile-size {tile_size} is too small for this model; use at least {min_tile}"
-        )
-    tile = max(m, int(round(tile_size / m)) * m)
-    if tile != tile_size:
-        log.info("tile size %d rounded to %d (a multiple of %d)", tile_size, tile, m)
-    ov = tile // 8 if overlap is None else int(overlap)
-    if ov < 0 or 2 * ov >= tile:
-        raise UsageError(
-            f"--overlap {ov} must be at least 0 and less than half the tile size ({tile})"
-        )
-    return tile, ov
 
 
 def classify_raster(
@@ -124,7 +39,7 @@ def classify_raster(
     predictor : Predictor
         Model and its metadata (a model file, or any callable for custom models).
     options : ClassifyOptions
-    dist : geopsp.pipeline.Dist, optional
+    dist : geopsp.pipeline_ranks.Dist, optional
         Rank/world under torchrun; only rank 0 writes.
 
     Returns
@@ -134,8 +49,8 @@ def classify_raster(
     import rasterio
 
     from geopsp.outputs import OutputSet
-    from geopsp.pipeline import Dist, run_pipeline
-    from geopsp.progress import bar
+    from geopsp.pipeline_ranks import Dist
+    from geopsp.resume import classify_fingerprint, open_journal
     from geopsp.sources import open_raster
 
     dist = dist or Dist()
@@ -151,36 +66,33 @@ def classify_raster(
             warn_grid(src, address, predictor)
     forward = predictor.forward_fn(options.tta)
     outputs = OutputSet(output, profile, predictor.classes, options, write=dist.rank == 0)
+    block = plan_block(options.block_size, tile, outputs.block)
+    grid = TileGrid(profile["height"], profile["width"], tile, overlap, block)
+    journal, start_row = None, 0
+    if options.resume:
+        fp = classify_fingerprint(address, predictor, grid, bands, options)
+        journal, start_row = open_journal(output, fp, grid, dist)
+        outputs.journal = journal
     t0 = time.perf_counter()
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), outputs:  # bytes, not MB
-        grid = TileGrid(
-            profile["height"], profile["width"], tile, overlap, default_block(tile, outputs.block)
-        )
-        reader = TileReader(address, bands, predictor, tile)
-        pbar = bar(
-            len(grid),
-            f"classify {Path(address).name}",
-            options.progress and dist.rank == 0,
-            unit="tile",
-        )
-        done = [0]
-
-        def on_batch(n: int) -> None:
-            done[0] += n
-            pbar.update(n)
-            el = time.perf_counter() - t0
-            rate = done[0] / max(len(grid), 1) * grid.height * grid.width / 1e6 / max(el, 1e-9)
-            pbar.set_postfix_str(f"{rate:.2f} MP/s", refresh=False)
-
-        try:
-            stats = run_pipeline(
-                grid, reader, forward, outputs.write_block, len(predictor.classes),
-                batch_size=options.batch_size, blend=options.blend, dist=dist,
-                on_batch=on_batch, temp_dir=str(outputs.temp_dir), workers=options.workers,
-            )  # fmt: skip
-        finally:
-            pbar.close()
-            reader.close()
+    try:
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), outputs:  # bytes, not MB
+            start_block = start_row * grid.block_cols
+            if journal is not None:
+                outputs.replay()
+            stats = _run(address, grid, bands, predictor, forward, outputs, options, dist,
+                         t0, start_block, journal)  # fmt: skip
+    except BaseException:
+        if journal is not None:
+            kept = journal.rows_done > 0  # else nothing worth keeping: leave no folder
+            journal.close(remove=not kept)
+            if kept:
+                log.warning(
+                    "%s: finished blocks are kept in %s; run the same command with --resume "
+                    "to continue", output, journal.dir,
+                )  # fmt: skip
+        raise
+    if journal is not None:
+        journal.close(remove=True)
     seconds = time.perf_counter() - t0
     counts = outputs.class_counts
     return ClassifySummary(
@@ -190,6 +102,60 @@ def classify_raster(
         nodata_pixels=int(counts[255]), forward_seconds=stats["forward_s"],
         class_names={c.value: c.name for c in predictor.classes},
     )  # fmt: skip
+
+
+def _run(address, grid, bands, predictor, forward, outputs, options, dist, t0, start_block,
+         journal) -> dict:  # fmt: skip
+    """Run the pipeline over ``grid`` from ``start_block`` with a progress bar."""
+    from geopsp.pipeline import run_pipeline
+    from geopsp.progress import bar
+
+    reader = TileReader(address, bands, predictor, grid.tile)
+    pbar = bar(
+        len(grid), f"classify {Path(address).name}", options.progress and dist.rank == 0,
+        unit="tile", initial=grid.first_tile(start_block),
+    )  # fmt: skip
+    done = [0]
+
+    def on_batch(n: int) -> None:
+        done[0] += n
+        pbar.update(n)
+        mp = done[0] / max(len(grid), 1) * grid.height * grid.width / 1e6
+        rate = mp / max(time.perf_counter() - t0, 1e-9)
+        pbar.set_postfix_str(f"{rate:.2f} MP/s", refresh=False)
+
+    try:
+        return run_pipeline(
+            grid, reader, forward, outputs.write_block, len(predictor.classes),
+            batch_size=options.batch_size, blend=options.blend, dist=dist,
+            on_batch=on_batch, temp_dir=str(outputs.temp_dir), workers=options.workers,
+            start_block=start_block, on_row=journal.commit if journal else None,
+            seam_paths=journal.seam_paths() if journal else None,
+        )  # fmt: skip
+    finally:
+        pbar.close()
+        reader.close()
+
+
+def _finished(output: str, options: ClassifyOptions, rank: int) -> bool:
+    """Whether ``--resume`` skips ``output`` because an earlier run completed it."""
+    from geopsp.resume import partial_dir
+
+    partial = partial_dir(output)
+    if not options.resume or options.overwrite or not Path(output).exists():
+        if partial.exists() and not options.resume and rank == 0:
+            log.warning(
+                "%s holds an interrupted classification of %s; this run starts over (use "
+                "--resume to continue it, or delete the folder)", partial, output,
+            )  # fmt: skip
+        return False
+    if rank == 0:
+        log.warning("%s exists; skipped (use --overwrite to classify it again)", output)
+        if partial.exists():  # the run was stopped after the output was complete
+            import shutil
+
+            shutil.rmtree(partial, ignore_errors=True)
+    return True
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -230,7 +196,7 @@ def classify(
     ------
     ModelFileError, InputError, UsageError, OutputError, ResourceError
     """
-    from geopsp.pipeline import init_distributed
+    from geopsp.pipeline_ranks import init_distributed
 
     options = options or ClassifyOptions()
     if not inputs:
@@ -256,7 +222,12 @@ def classify(
     from geopsp.sources import open_raster
 
     plan_tiles(predictor, options.tile_size, options.overlap)
-    for addr, (out, p), (_, c) in zip(inputs, probs, confs, strict=True):
+    jobs = [
+        (addr, out, p, c)
+        for addr, (out, p), (_, c) in zip(inputs, probs, confs, strict=True)
+        if not _finished(out, options, dist.rank)
+    ]
+    for addr, out, p, c in jobs:
         if not addr:  # fail early, before hours of work on the first input
             raise InputError(f"invalid input {addr!r}")
         with open_raster(addr) as src:
@@ -271,7 +242,7 @@ def classify(
         if len({os.path.abspath(x) for x in paths}) < len(paths):
             raise UsageError(f"{out}: the outputs need different paths")
     summaries = []
-    for addr, (out, p), (_, c) in zip(inputs, probs, confs, strict=True):
+    for addr, out, p, c in jobs:
         opts = ClassifyOptions(**{**options.__dict__, "probabilities": p, "confidence": c})
         summaries.append(classify_raster(addr, out, predictor, opts, dist))
     if dist.world > 1:
@@ -283,4 +254,5 @@ def classify(
 
 __all__ = [
     "ClassifyOptions", "ClassifySummary", "Predictor", "TileReader", "classify", "classify_raster",
+    "plan_block", "plan_tiles",
 ]  # fmt: skip

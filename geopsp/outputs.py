@@ -4,6 +4,9 @@
 (:func:`geopsp.atomic.atomic_path`), writes finished blocks as they come, and on success
 adds the sidecars (RAT ``.aux.xml``, QGIS ``.qml``), converts to COG when asked and renames.
 On any failure or Ctrl-C nothing is left at the output paths and no temporary file remains.
+
+With a :class:`~geopsp.resume.Journal` (``--resume``) every block's pixels are also kept in
+the progress folder, and :meth:`OutputSet.replay` writes them into a new output.
 """
 
 from __future__ import annotations
@@ -36,12 +39,22 @@ class OutputSet:
         ``probabilities``, ``confidence``, ``cog``, ``creation_options``, ``overwrite``.
     write : bool
         False on torchrun ranks other than 0: only check the paths, write nothing.
+    journal : Journal, optional
+        Progress folder of a resumable run: blocks are saved there too, and the temporary
+        outputs get fixed names that a resumed run replaces.
     """
 
     def __init__(
-        self, output, profile: dict, classes: list[ClassInfo], options, write: bool = True
+        self,
+        output,
+        profile: dict,
+        classes: list[ClassInfo],
+        options,
+        write: bool = True,
+        journal=None,
     ):
         self.output = Path(output)
+        self.journal = journal
         self.classes = classes
         self.opts = options
         self.write = write
@@ -90,11 +103,15 @@ class OutputSet:
         try:
             for name, (path, prof) in self.targets.items():
                 side = (".aux.xml",) if name == "classes" else ()
-                tmp = self._stack.enter_context(atomic_path(path, self.opts.overwrite, side))
+                fixed = self.journal.temp_for(path) if self.journal else None
+                tmp = self._stack.enter_context(
+                    atomic_path(path, self.opts.overwrite, side, tmp=fixed)
+                )
                 self._final_tmp[name] = tmp
                 target = tmp
                 if self.opts.cog:
-                    target = self._stage[name] = temp_name(path)
+                    stage = self.journal.temp_for(path, "-stage") if self.journal else None
+                    target = self._stage[name] = stage or temp_name(path)
                 dst = self._dst[name] = rasterio.open(target, "w", **prof)
                 self._describe(name, dst)
         except OSError as exc:
@@ -116,28 +133,54 @@ class OutputSet:
             dst.set_band_description(1, "confidence")
             dst.update_tags(GEOPSP_SCALE="max probability = value / 255 (0 = nodata)")
 
-    def write_block(self, block: FinishedBlock) -> None:
-        """Turn a finished block into class values (and extras) and write them."""
-        from rasterio.windows import Window
-
-        h, w = block.weights.shape
-        win = Window(block.col, block.row, w, h)
+    def render(self, block: FinishedBlock) -> dict[str, np.ndarray]:
+        """The output pixels of a finished block: ``classes`` and ``valid``, plus the quantized
+        probabilities ``q`` when probabilities or confidence are written."""
         valid = block.weights > 0
         cls = self.lut[np.argmax(block.sums, axis=0)]
         cls[~valid] = IGNORE
-        self.class_counts += np.bincount(cls.ravel(), minlength=256)
-        self._dst["classes"].write(cls, 1, window=win)
-        if len(self._dst) > 1:
+        out = {"classes": cls, "valid": valid}
+        if len(self.targets) > 1:
             with np.errstate(invalid="ignore", divide="ignore"):
                 p = block.sums / np.where(valid, block.weights, 1.0)
             q = np.clip(np.rint(p * 255), 0, 255).astype(np.uint8)
             q[:, ~valid] = 0
-            if "probabilities" in self._dst:
-                dst = self._dst["probabilities"]
-                dst.write(q, window=win)
-                dst.write_mask(valid.astype(np.uint8) * 255, window=win)
-            if "confidence" in self._dst:
-                self._dst["confidence"].write(q.max(axis=0), 1, window=win)
+            out["q"] = q
+        return out
+
+    def write_arrays(self, row: int, col: int, arrays: dict[str, np.ndarray]) -> None:
+        """Write rendered pixels (see :meth:`render`) with their top-left pixel at row, col."""
+        from rasterio.windows import Window
+
+        cls = arrays["classes"]
+        h, w = cls.shape
+        win = Window(col, row, w, h)
+        self.class_counts += np.bincount(cls.ravel(), minlength=256)
+        self._dst["classes"].write(cls, 1, window=win)
+        if "probabilities" in self._dst:
+            dst = self._dst["probabilities"]
+            dst.write(arrays["q"], window=win)
+            dst.write_mask(arrays["valid"].astype(np.uint8) * 255, window=win)
+        if "confidence" in self._dst:
+            self._dst["confidence"].write(arrays["q"].max(axis=0), 1, window=win)
+
+    def write_block(self, block: FinishedBlock) -> None:
+        """Turn a finished block into class values (and extras) and write them."""
+        arrays = self.render(block)
+        self.write_arrays(block.row, block.col, arrays)
+        if self.journal is not None:
+            self.journal.save_block(self.journal_index(block.row, block.col), arrays)
+
+    def journal_index(self, row: int, col: int) -> int:
+        j = self.journal
+        return (row // j.block) * j.block_cols + col // j.block
+
+    def replay(self) -> None:
+        """Write the blocks a resumed run's journal kept, in block order."""
+        j = self.journal
+        for index, arrays in j.finished_blocks():
+            bi, bj = divmod(index, j.block_cols)
+            self.write_arrays(bi * j.block, bj * j.block, arrays)
 
     def _close_all(self) -> None:
         for dst in self._dst.values():

@@ -12,6 +12,10 @@ Under ``torchrun`` batch ``m`` is computed by rank ``m % world``; ranks other th
 their probabilities to rank 0, which blends and writes everything. Batches are the same
 groups of tiles as in a single-process run and blending order is fixed by the grid, so the
 output is byte-identical.
+
+A resumed run starts at a block row boundary (``start_block``) but keeps the batches of an
+uninterrupted run: the first batch may hold tiles of finished blocks, which are computed and
+dropped, so every forward pass sees exactly the same inputs.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from geopsp.blending import Blender, FinishedBlock, blocks_from_stream
+from geopsp.pipeline_ranks import Dist, batches, recv_batch, send_batch
 from geopsp.tiling import Tile, TileGrid
 
 log = logging.getLogger(__name__)
@@ -78,65 +83,30 @@ class _Stage(threading.Thread):
 
 
 @dataclass
-class Dist:
-    """Rank and world size of a torch.distributed run (``world == 1``: single process)."""
+class _RowDone:
+    """Marker after the last block of block row ``row`` (the writer commits progress)."""
 
-    rank: int = 0
-    world: int = 1
-
-    def owner(self, batch: int) -> int:
-        return batch % self.world
+    row: int
 
 
-class Batches:
-    """Consecutive groups of ``batch_size`` tiles in grid order (the same for every rank).
+class _Commits:
+    """Block rows whose progress the writer has committed (resumable runs)."""
 
-    Batches are computed on demand, so a huge raster does not need a list of all its tiles.
-    """
+    def __init__(self, last: int) -> None:
+        self.last = last
+        self.cond = threading.Condition()
 
-    def __init__(self, grid: TileGrid, batch_size: int) -> None:
-        self.grid, self.size = grid, int(batch_size)
+    def done(self, row: int) -> None:
+        with self.cond:
+            self.last = row
+            self.cond.notify_all()
 
-    def __len__(self) -> int:
-        return -(-len(self.grid) // self.size)
-
-    def __getitem__(self, m: int) -> list[Tile]:
-        if not 0 <= m < len(self):
-            raise IndexError(m)
-        return self.grid.tile_range(m * self.size, (m + 1) * self.size)
-
-    def __iter__(self) -> Iterator[list[Tile]]:
-        return (self[m] for m in range(len(self)))
-
-
-def batches(grid: TileGrid, batch_size: int) -> Batches:
-    """The batches of ``grid`` (see :class:`Batches`)."""
-    return Batches(grid, batch_size)
-
-
-def _send_batch(keep, valid, probs) -> None:
-    import torch
-    import torch.distributed as tdist
-
-    tdist.send(torch.from_numpy(keep.astype(np.uint8)), dst=0)
-    tdist.send(torch.from_numpy(valid.astype(np.uint8)), dst=0)
-    if probs is not None and len(probs):
-        tdist.send(torch.from_numpy(np.ascontiguousarray(probs)), dst=0)
-
-
-def _recv_batch(src: int, n: int, tile: int, k: int):
-    import torch
-    import torch.distributed as tdist
-
-    keep = torch.empty(n, dtype=torch.uint8)
-    tdist.recv(keep, src=src)
-    valid = torch.empty((n, tile, tile), dtype=torch.uint8)
-    tdist.recv(valid, src=src)
-    nk = int(keep.sum())
-    probs = torch.empty((nk, k, tile, tile), dtype=torch.float32)
-    if nk:
-        tdist.recv(probs, src=src)
-    return keep.numpy().astype(bool), valid.numpy().astype(bool), probs.numpy()
+    def wait(self, row: int, stop: threading.Event) -> None:
+        with self.cond:
+            while self.last < row:
+                if stop.is_set():
+                    raise _Stopped
+                self.cond.wait(_POLL)
 
 
 def run_pipeline(
@@ -152,6 +122,9 @@ def run_pipeline(
     on_batch: Callable[[int], None] | None = None,
     temp_dir: str | None = None,
     workers: int = 0,
+    start_block: int = 0,
+    seam_paths: tuple[str, str] | None = None,
+    on_row: Callable[[int], None] | None = None,
 ) -> dict:
     """Run tiled inference over ``grid``.
 
@@ -179,6 +152,15 @@ def run_pipeline(
     workers : int
         Threads reading the tiles of a batch in parallel (0 or 1: the reader thread alone);
         ``read_tile`` must then be thread-safe.
+    start_block : int
+        First block to compute, at the start of a block row (resuming; the blender must find
+        the seams of the row above in ``seam_paths``).
+    seam_paths : pair of str, optional
+        Named seam files of a resumable run (see :class:`~geopsp.blending.Blender`).
+    on_row : callable, optional
+        Called with ``row`` in the writer thread once every block of block row ``row`` has
+        been emitted and that row's seams are on disk (a resumable run commits its progress
+        here); the blender does not start the next row before it returns.
 
     Returns
     -------
@@ -188,7 +170,13 @@ def run_pipeline(
     """
     dist = dist or Dist()
     groups = batches(grid, batch_size)
-    mine = range(dist.rank, len(groups), dist.world)
+    bc = grid.block_cols
+    if start_block % bc:
+        raise ValueError(f"start_block {start_block} is not at the start of a block row")
+    first = grid.first_tile(start_block)  # tiles before it are finished
+    m0 = first // groups.size
+    mine = range(m0 + (dist.rank - m0) % dist.world, len(groups), dist.world)
+    commits = _Commits(start_block // bc - 1)
     stop = threading.Event()
     q_in: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
     q_blend: queue.Queue = queue.Queue(maxsize=max(2, prefetch))
@@ -213,29 +201,41 @@ def run_pipeline(
         _put(q_in, (m, keep, valid, x), stop)
 
     def blend_items() -> Iterator:
-        for m in range(len(groups)):
+        for m in range(m0, len(groups)):
             tiles, keep, valid, probs = _get(q_blend, stop)
             j = 0
             for i, t in enumerate(tiles):
                 if keep[i]:
-                    yield t, probs[j], valid[i]
                     j += 1
-                else:
+                    if m * groups.size + i >= first:
+                        yield t, probs[j - 1], valid[i]
+                elif m * groups.size + i >= first:
                     yield t, None, None
-            del m
 
     def blender() -> None:
-        b = Blender(grid, n_classes, blend, temp_dir)
+        b = Blender(grid, n_classes, blend, temp_dir, seam_paths)
+        b.resume(start_block // bc)
         try:
-            for block in blocks_from_stream(grid, b, blend_items()):
+            for k, block in enumerate(blocks_from_stream(grid, b, blend_items(), start_block)):
                 _put(q_out, block, stop)
+                if (index := start_block + k) % bc == bc - 1 and on_row is not None:
+                    row = index // bc
+                    b.sync(row)
+                    _put(q_out, _RowDone(row), stop)
+                    # Row + 1 writes its seams over those of row - 1, which the committed
+                    # progress needs until it says "row done": wait for that commit.
+                    commits.wait(row, stop)
             _put(q_out, None, stop)
         finally:
             b.close()
 
     def writer() -> None:
-        while (block := _get(q_out, stop)) is not None:
-            emit(block)
+        while (item := _get(q_out, stop)) is not None:
+            if isinstance(item, _RowDone):
+                on_row(item.row)  # type: ignore[misc]  # markers are sent only with on_row
+                commits.done(item.row)
+            else:
+                emit(item)
 
     stages = [_Stage("geopsp-reader", reader, stop)]
     if dist.rank == 0:
@@ -243,8 +243,8 @@ def run_pipeline(
     for s in stages:
         s.start()
     try:
-        for m, tiles in enumerate(groups):
-            owner = dist.owner(m)
+        for m in range(m0, len(groups)):
+            tiles, owner = groups[m], dist.owner(m)
             if owner == dist.rank:
                 got, keep, valid, x = _get(q_in, stop)
                 assert got == m
@@ -256,17 +256,17 @@ def run_pipeline(
                     stats["computed"] += len(x)
                 stats["skipped"] += int((~keep).sum())
                 if dist.rank != 0:
-                    _send_batch(keep, valid, probs)
+                    send_batch(keep, valid, probs)
                     continue
             elif dist.rank == 0:
-                keep, valid, probs = _recv_batch(owner, len(tiles), grid.tile, n_classes)
+                keep, valid, probs = recv_batch(owner, len(tiles), grid.tile, n_classes)
                 stats["computed"] += int(keep.sum())  # rank 0 reports the whole raster
                 stats["skipped"] += int((~keep).sum())
             else:
                 continue
             _put(q_blend, (tiles, keep, valid, probs), stop)
-            if on_batch is not None:
-                on_batch(len(tiles))
+            if on_batch is not None:  # only the tiles of unfinished blocks count
+                on_batch(len(tiles) - max(0, first - m * groups.size))
         for s in stages:
             while s.is_alive():
                 s.join(_POLL)
@@ -284,21 +284,3 @@ def run_pipeline(
         if s.error is not None:
             raise s.error
     return stats
-
-
-def init_distributed() -> Dist:
-    """Join the torchrun process group (gloo) when ``WORLD_SIZE > 1``; else a single process.
-
-    gloo works for CPU tensors on every platform; only probabilities (on the CPU anyway)
-    travel between ranks, so it is used even when the model runs on CUDA.
-    """
-    import os
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    import torch.distributed as tdist
-
-    if not tdist.is_initialized():
-        tdist.init_process_group("gloo")
-    return Dist(rank=tdist.get_rank(), world=tdist.get_world_size())

@@ -44,6 +44,11 @@ class Predictor:
         Training pixel size, for the resolution warning.
     activation : {"softmax", "none"}
         How model outputs become probabilities.
+    device, amp : where the model runs, and whether with mixed precision.
+    metadata : dict
+        The model file's metadata.
+    source : str, optional
+        The model file (a resumed classification checks that it is the same file).
     """
 
     model: Callable[[Any], Any]
@@ -59,6 +64,7 @@ class Predictor:
     device: Any = "cpu"
     amp: bool = False
     metadata: dict = field(default_factory=dict)
+    source: str | None = None  # the model file, when loaded from one
 
     @property
     def n_bands(self) -> int:
@@ -90,6 +96,7 @@ class Predictor:
             device=dev,
             amp=bool(amp) and dev.type == "cuda",
             metadata=md,
+            source=str(path),
         )
 
     def forward_fn(self, tta: str = "none") -> Callable[[np.ndarray], np.ndarray]:

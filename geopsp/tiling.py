@@ -188,6 +188,11 @@ class TileGrid:
             for b in range(self.n_blocks)
         ]
 
+    def first_tile(self, block: int) -> int:
+        """Index (in processing order) of the first tile of ``block``; ``n_blocks`` gives the
+        number of tiles."""
+        return int(self._first[block])
+
     def tile_range(self, start: int, stop: int) -> list[Tile]:
         """Tiles ``start``..``stop - 1`` of the processing order, without listing them all.
 

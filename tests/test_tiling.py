@@ -160,7 +160,7 @@ def test_invalid_grid_arguments():
 @settings(max_examples=40, deadline=None)
 @given(h=st.integers(1, 900), w=st.integers(1, 900), bs=st.integers(1, 7))
 def test_batches_follow_the_tile_order(h, w, bs):
-    from geopsp.pipeline import batches
+    from geopsp.pipeline_ranks import batches
 
     g = TileGrid(h, w, 64, 8, 128)
     flat = list(g.tiles())

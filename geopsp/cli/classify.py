@@ -91,12 +91,26 @@ from geopsp.cli import options as opt
     show_default=True,
     help="Extra threads reading windows (0: one background reader thread).",
 )
+@click.option(
+    "--block-size",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Pixels finished at a time (a multiple of the output's 512-pixel blocks, at least "
+    "the tile size); memory grows with it [default: 1024, or the tile size rounded up].",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Keep progress in OUTPUT.partial/ and continue an interrupted run from it (run the "
+    "same command again); outputs that already exist are skipped.",
+)
 @opt.overwrite
 @opt.config
 @click.pass_context
 def command(ctx: click.Context, inputs, model, output, tile_size, overlap, batch_size, blend, tta,
             probabilities, confidence, cog, creation_options, bands, device, amp, workers,
-            overwrite) -> None:  # fmt: skip
+            block_size, resume, overwrite) -> None:  # fmt: skip
     """Classify INPUT rasters (any GDAL address) with MODEL into OUTPUT.
 
     The output has the input's grid, uint8 class values, nodata 255, a color table, class
@@ -120,6 +134,8 @@ def command(ctx: click.Context, inputs, model, output, tile_size, overlap, batch
         creation_options=opt.parse_creation_options(creation_options),
         workers=workers,
         overwrite=overwrite,
+        block_size=block_size,
+        resume=resume,
         progress=opt.progress_enabled(ctx),
     )
     summaries = classify(list(inputs), model, output, options, device=device, amp=amp)

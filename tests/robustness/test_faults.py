@@ -123,6 +123,54 @@ def test_classify_interrupted(sig, workers, big_image, models, tmp_path):
         assert not temps(tmp_path)
 
 
+RESUME = ["--device", "cpu", "--tile-size", "64", "--overlap", "8", "--batch-size", "3",
+          "--block-size", "128", "--co", "BLOCKXSIZE=128", "--co", "BLOCKYSIZE=128"]  # fmt: skip
+
+
+def rows_done(out: Path) -> int:
+    import json
+
+    try:
+        return json.loads((Path(str(out) + ".partial") / "state.json").read_text())["rows_done"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def outputs(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_classify_resume_is_byte_identical(sig, big_image, models, tmp_path):
+    """1024 x 1024 pixels in 8 block rows; stopped after 2 or more, continued, compared."""
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    ref.mkdir(), run.mkdir()
+    proc = start("classify", big_image, "-m", models["ok"], "-o", ref / "c.tif", *RESUME,
+                 "--probabilities", ref / "p.tif")  # fmt: skip
+    assert proc.wait(timeout=120) == 0, proc.communicate()[0]
+
+    out = run / "c.tif"
+    proc = start("classify", big_image, "-m", models["ok"], "-o", out, *RESUME,
+                 "--probabilities", run / "p.tif", "--resume")  # fmt: skip
+    wait_for(proc, lambda: rows_done(out) >= 2)
+    assert_interrupted(*interrupt(proc, sig), sig)
+    done = rows_done(out)
+    assert 2 <= done < 8
+    assert not out.exists() and not (run / "p.tif").exists()  # nothing looks finished
+    if sig == signal.SIGINT:
+        assert not temps(run)  # the partial rasters are gone; the progress folder stays
+
+    proc = start("classify", big_image, "-m", models["ok"], "-o", out, *RESUME,
+                 "--probabilities", run / "p.tif", "--resume")  # fmt: skip
+    text = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, text
+    # only the rest was computed: 19 x 19 tiles, at least 2 rows of 19 per finished block row
+    computed = int(text.split(" tiles)")[0].rsplit("(", 1)[1].split()[-1])
+    assert computed <= 361 - done * 19 * 2
+    assert outputs(run) == outputs(ref)  # class raster, .aux.xml, .qml, probabilities
+    assert not temps(run) and not Path(str(out) + ".partial").exists()
+
+
 def metrics(folder: Path) -> list[dict]:
     """metrics.csv without the timing columns (which differ between any two runs)."""
     with open(folder / "metrics.csv", newline="") as f:
