@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import shutil
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from geopsp.errors import OutputError
+from geopsp.errors import OutputError, UsageError
 
 TMP_MARK = ".geopsp-tmp-"
+log = logging.getLogger(__name__)
 
 
 def check_writable(path: str | os.PathLike, overwrite: bool) -> Path:
@@ -33,6 +35,46 @@ def check_writable(path: str | os.PathLike, overwrite: bool) -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write {p}: folder {parent} is not writable")
     return p
+
+
+def refuse_replacing_inputs(output: str | os.PathLike, inputs, overwrite: bool) -> None:
+    """Refuse an ``--overwrite`` that would delete an input: ``output`` is a folder holding it.
+
+    ``inputs`` are paths or GDAL/OGR addresses; only local files are checked.
+    """
+    out = Path(output)
+    if not overwrite or not out.is_dir():
+        return
+    root = out.resolve()
+    for item in inputs:
+        if item is None or not Path(item).exists():
+            continue
+        path = Path(item).resolve()
+        if path == root or root in path.parents:
+            raise UsageError(
+                f"{item} is inside {output}, which --overwrite would delete; write the output "
+                "to another folder"
+            )
+
+
+def leftovers(path: str | os.PathLike) -> list[Path]:
+    """Temporary files or folders of ``path`` left behind by runs that were killed."""
+    p = Path(path)
+    folder = p.parent if str(p.parent) else Path(".")
+    try:
+        names = [e.name for e in os.scandir(folder)]
+    except OSError:
+        return []
+    return sorted(folder / n for n in names if n.startswith(TMP_MARK) and n.endswith(f"-{p.name}"))
+
+
+def _warn_leftovers(path: Path) -> None:
+    found = leftovers(path)
+    if found:
+        log.warning(
+            "%s: %d temporary file(s) left by an interrupted run (e.g. %s); they are not used "
+            "and can be deleted", path, len(found), found[0].name,
+        )  # fmt: skip
 
 
 def temp_name(path: Path) -> Path:
@@ -120,6 +162,7 @@ def atomic_path(
     else:
         for p in (tmp, *(Path(str(tmp) + s) for s in sidecars)):
             _remove(p)
+    _warn_leftovers(final)
     if is_dir:
         tmp.mkdir()
     try:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from geopsp.atomic import atomic_path, check_writable
+from geopsp.atomic import atomic_path, check_writable, refuse_replacing_inputs
 from geopsp.chip_grid import window_grid
 from geopsp.chip_outputs import write_index, write_metadata
 from geopsp.chip_run import run_windows
@@ -189,6 +189,8 @@ def export_chips(
     )
     bands = parse_bands(bands)
     check_writable(outdir, overwrite)
+    inputs = [*images, labels, classes if isinstance(classes, str | os.PathLike) else None]
+    refuse_replacing_inputs(outdir, inputs, overwrite)
     table = load_classes(classes) if isinstance(classes, str | os.PathLike) else classes
     sources, used_bands = _describe_images([os.fspath(i) for i in images], bands)
     src = open_labels(

@@ -103,14 +103,19 @@ class OutputSet:
         try:
             for name, (path, prof) in self.targets.items():
                 side = (".aux.xml",) if name == "classes" else ()
-                fixed = self.journal.temp_for(path) if self.journal else None
+                fixed = stage = None
+                if self.journal:  # fixed names: a resumed run replaces the killed run's files
+                    fixed, stage = (
+                        self.journal.temp_for(path),
+                        self.journal.temp_for(path, "-stage"),
+                    )
+                    stage.unlink(missing_ok=True)
                 tmp = self._stack.enter_context(
                     atomic_path(path, self.opts.overwrite, side, tmp=fixed)
                 )
                 self._final_tmp[name] = tmp
                 target = tmp
                 if self.opts.cog:
-                    stage = self.journal.temp_for(path, "-stage") if self.journal else None
                     target = self._stage[name] = stage or temp_name(path)
                 dst = self._dst[name] = rasterio.open(target, "w", **prof)
                 self._describe(name, dst)

@@ -182,3 +182,18 @@ def test_config_file_gives_defaults_and_options_win(atl, tmp_path):
     assert r.exit_code == 0, r.output
     stats = json.loads((atl["out"] / "stats.json").read_text())
     assert (stats["chip_size"], stats["stride"], stats["unlabeled"]) == (450, 300, "ignore")
+
+
+def test_overwrite_never_deletes_an_input(atl):
+    """``-o`` naming the folder that holds the labels (or the image): refused, nothing deleted."""
+    import shutil
+
+    folder = atl["out"]
+    folder.mkdir()
+    labels = folder / "labels.geojson"
+    shutil.copy(atl["labels"], labels)
+    r = _run([atl["image"], "--labels", labels, "-o", folder, "--overwrite"])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert "labels.geojson is inside" in r.output and "--overwrite would delete" in r.output
+    assert labels.read_bytes() == atl["labels"].read_bytes()
+    assert sorted(p.name for p in folder.iterdir()) == ["labels.geojson"]

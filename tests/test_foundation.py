@@ -129,3 +129,16 @@ def test_spatial_split_has_no_overlap_between_sides():
     )
     assert not ov.any()
     np.testing.assert_array_equal(split, spatial_split(b, ["a"] * len(b), 0.2, seed=3))
+
+
+def test_atomic_path_reports_leftovers_of_killed_runs(tmp_path, caplog):
+    (tmp_path / ".geopsp-tmp-0badf00d-out.tif").write_bytes(b"half a raster")
+    (tmp_path / ".geopsp-tmp-12345678-other.tif").write_bytes(b"another output's")
+    with atomic_path(tmp_path / "out.tif") as tmp:
+        tmp.write_text("done")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
+    assert "1 temporary file(s) left by an interrupted run" in warnings[0]
+    assert ".geopsp-tmp-0badf00d-out.tif" in warnings[0] and "other" not in warnings[0]
+    assert (tmp_path / "out.tif").read_text() == "done"
+    assert (tmp_path / ".geopsp-tmp-0badf00d-out.tif").exists()  # reported, never deleted
