@@ -37,6 +37,7 @@ bench: install
 	$(BIN)/python bench/model.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/classify.py
+	$(BIN)/python bench/classify_resume.py
 
 clean:
 	rm -rf demo_output .pytest_cache .ruff_cache
