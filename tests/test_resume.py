@@ -216,3 +216,31 @@ def test_block_size_smaller_than_tile_is_a_usage_error(tmp_path):
     src = _raster(tmp_path)
     with pytest.raises(UsageError, match="--block-size 32 must be at least the tile size"):
         classify_raster(src, tmp_path / "o.tif", _predictor(Flaky()), _opts(block_size=32))
+
+
+def test_full_disk_keeps_progress_and_resume_finishes(tmp_path, monkeypatch):
+    """The disk fills up after 3 block rows: one clear error, progress kept; after freeing
+    space the same command finishes with the bytes of an uninterrupted run."""
+    import errno
+
+    src = _raster(tmp_path)
+    ref = tmp_path / "ref.tif"
+    classify_raster(src, ref, _predictor(Flaky()), _opts())
+    out = tmp_path / "cls.tif"
+    save = Journal.save_block
+
+    def filling(self, index, arrays):
+        if index >= 3 * self.block_cols:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        save(self, index, arrays)
+
+    monkeypatch.setattr(Journal, "save_block", filling)
+    with pytest.raises(OutputError, match="no space left on the device"):
+        classify_raster(src, out, _predictor(Flaky()), _opts(resume=True))
+    monkeypatch.setattr(Journal, "save_block", save)
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if ".geopsp-tmp" in p.name]
+    assert json.loads((partial_dir(out) / "state.json").read_text())["rows_done"] == 3
+    model = Flaky()
+    classify_raster(src, out, _predictor(model), _opts(resume=True))
+    assert out.read_bytes() == ref.read_bytes()
+    assert model.calls == 38 - TileGrid(700, 420, 64, 12, 128).first_tile(12) // 3
