@@ -140,7 +140,7 @@ class Journal:
         k = diff[0]
         same = "run the same command as before"
         if k == "cpu_threads":
-            same = f"set OMP_NUM_THREADS={old.get(k)} as before"
+            same = f"use --threads {old.get(k)} as before"
         return (
             f"cannot resume {self.output}: {self.dir} holds a run with {k} = "
             f"{old.get(k)!r}, this run has {self.fingerprint.get(k)!r}; {same}, "

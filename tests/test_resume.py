@@ -244,3 +244,12 @@ def test_full_disk_keeps_progress_and_resume_finishes(tmp_path, monkeypatch):
     classify_raster(src, out, _predictor(model), _opts(resume=True))
     assert out.read_bytes() == ref.read_bytes()
     assert model.calls == 38 - TileGrid(700, 420, 64, 12, 128).first_tile(12) // 3
+
+
+def test_other_thread_count_is_refused_with_the_option_to_use(tmp_path):
+    out = tmp_path / "cls.tif"
+    j = Journal(out, {"cpu_threads": 4, "tile": 64}, 1, 512)
+    j.open()
+    j.close()
+    with pytest.raises(OutputError, match=r"cpu_threads = 4, this run has 1; use --threads 4"):
+        Journal(out, {"cpu_threads": 1, "tile": 64}, 1, 512).open()

@@ -78,6 +78,7 @@ from geopsp.cli import options as opt
 @opt.creation_options
 @opt.bands
 @opt.device
+@opt.threads
 @click.option(
     "--amp/--no-amp",
     default=True,

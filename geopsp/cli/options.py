@@ -26,6 +26,24 @@ device = click.option(
     help="Compute device; auto picks CUDA when available.",
 )
 
+def _set_threads(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
+    if value is not None:  # torch is imported only when the option is given
+        import torch
+
+        torch.set_num_threads(value)
+
+
+threads = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    expose_value=False,
+    callback=_set_threads,
+    help="CPU threads for the model [default: OMP_NUM_THREADS, else all cores]; on a busy "
+    "machine 1 can be much faster.",
+)
+
 seed = click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 
 workers = click.option(

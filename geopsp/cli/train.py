@@ -151,6 +151,7 @@ def class_table(rows: list[dict]) -> str:
     help="Validation score that picks the best model.  [default: miou]",
 )
 @options.device
+@options.threads
 @click.option(
     "--amp/--no-amp",
     default=None,

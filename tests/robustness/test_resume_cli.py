@@ -91,3 +91,18 @@ def test_block_size_smaller_than_the_tile_is_a_usage_error(image, models, tmp_pa
                "cpu", "--tile-size", "256", "--block-size", "128")  # fmt: skip
     assert_clean_error(r, 2, "--block-size 128", "at least the tile size")
     assert not list(tmp_path.iterdir())
+
+
+def test_threads_option_sets_the_model_threads(image, models, tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        r = invoke("classify", image, "-m", models["ok"], "-o", tmp_path / "c.tif", *GRID,
+                   "--threads", "1")  # fmt: skip
+        assert r.exit_code == 0, r.output
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    r = invoke("classify", image, "-m", models["ok"], "-o", tmp_path / "d.tif", "--threads", "0")
+    assert r.exit_code == 2 and "--threads" in r.output
