@@ -99,8 +99,9 @@ def test_invalid_geometries_repaired_and_counted(atl, tmp_path):
         (["--chip-size", "8"], "--chip-size must be at least 16"),
         (["--stride", "0"], "--stride must be a positive"),
         (["--stride", "-4"], "--stride must be a positive"),
-        (["--unlabeled", "nothing"], "--unlabeled must be 'background' or 'ignore'"),
+        (["--unlabeled", "nothing"], "'nothing' is not one of 'background', 'ignore'"),
         (["--max-nodata", "1.5"], "--max-nodata must be a fraction"),
+        (["--buffer", "-1"], "Invalid value for '--buffer'"),
     ],
 )
 def test_usage_errors(atl, extra, text):

@@ -16,40 +16,14 @@ from geopsp.cli import options
     metavar="REF",
     help="Reference labels: a vector (any OGR address, any CRS) or a label raster.",
 )
-@click.option(
-    "--class-field",
-    default=None,
-    metavar="FIELD",
-    help=(
-        "Vector attribute holding each polygon's class name or value (default: none, every "
-        "polygon is the prediction's single non-background class)."
-    ),
+@options.class_field(
+    "Vector attribute holding each polygon's class name or value (default: none, every "
+    "polygon is the prediction's single non-background class)."
 )
-@click.option(
-    "--layer",
-    default=None,
-    metavar="NAME",
-    help="Layer of a multi-layer vector (default: the only one).",
-)
-@click.option(
-    "--unlabeled",
-    type=click.Choice(["background", "ignore"]),
-    default="background",
-    show_default=True,
-    help="Reference pixels outside every polygon: class 0, or not counted.",
-)
-@click.option(
-    "--all-touched",
-    is_flag=True,
-    help="Rasterize every pixel a polygon touches, not only those whose center it covers.",
-)
-@click.option(
-    "--buffer",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    metavar="DIST",
-    help="Buffer line/point references by DIST (prediction CRS units) to make areas.",
-)
+@options.layer
+@options.unlabeled("Reference pixels outside every polygon: class 0, or not counted.")
+@options.all_touched
+@options.buffer("Buffer line/point references by DIST (prediction CRS units) to make areas.")
 @click.option(
     "--boundary-tolerance",
     type=click.FloatRange(min=0),

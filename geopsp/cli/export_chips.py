@@ -16,13 +16,8 @@ from geopsp.cli import options
     help="Label vector (any OGR format, any CRS) or label raster.",
 )
 @click.option("-o", "--outdir", required=True, metavar="OUTDIR", help="Chip folder to create.")
-@click.option(
-    "--class-field",
-    default=None,
-    metavar="FIELD",
-    help="Attribute with the class (default: one class).",
-)
-@click.option("--layer", default=None, metavar="NAME", help="Layer of a multi-layer vector file.")
+@options.class_field("Attribute with the class (default: one class).")
+@options.layer
 @click.option(
     "--classes",
     default=None,
@@ -39,25 +34,11 @@ from geopsp.cli import options
     help="Step between chips in pixels [default: chip size / 2].",
 )
 @options.bands
-@click.option(
-    "--unlabeled",
-    default="background",
-    show_default=True,
-    metavar="background|ignore",
-    help="Pixels outside every label: class 0 (dense labels) or ignored (sparse samples).",
+@options.unlabeled(
+    "Pixels outside every label: class 0 (dense labels) or ignored (sparse samples)."
 )
-@click.option(
-    "--buffer",
-    default=None,
-    type=float,
-    metavar="DIST",
-    help="Buffer labels by DIST raster-CRS units (required for lines/points).",
-)
-@click.option(
-    "--all-touched",
-    is_flag=True,
-    help="Burn every pixel a feature touches (not only pixel centers).",
-)
+@options.buffer("Buffer labels by DIST raster-CRS units (required for lines/points).")
+@options.all_touched
 @click.option(
     "--keep-empty",
     default=0.0,

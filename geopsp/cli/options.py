@@ -26,6 +26,7 @@ device = click.option(
     help="Compute device; auto picks CUDA when available.",
 )
 
+
 def _set_threads(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
     if value is not None:  # torch is imported only when the option is given
         import torch
@@ -43,6 +44,46 @@ threads = click.option(
     help="CPU threads for the model [default: OMP_NUM_THREADS, else all cores]; on a busy "
     "machine 1 can be much faster.",
 )
+
+# Label options of export-chips (training labels) and evaluate (reference labels): the same
+# names, types and checks; each command says what the labels are for.
+layer = click.option(
+    "--layer",
+    default=None,
+    metavar="NAME",
+    help="Layer of a multi-layer vector (default: the only one).",
+)
+
+all_touched = click.option(
+    "--all-touched",
+    is_flag=True,
+    help="Burn every pixel a feature touches, not only those whose center it covers.",
+)
+
+
+def class_field(help_text: str):
+    return click.option("--class-field", default=None, metavar="FIELD", help=help_text)
+
+
+def unlabeled(help_text: str):
+    return click.option(
+        "--unlabeled",
+        type=click.Choice(["background", "ignore"]),
+        default="background",
+        show_default=True,
+        help=help_text,
+    )
+
+
+def buffer(help_text: str):
+    return click.option(
+        "--buffer",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        metavar="DIST",
+        help=help_text,
+    )
+
 
 seed = click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 
