@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
+from model_files import write_model_file
 
 from geopsp.cli.main import cli
 from geopsp.rasters import read_classes, read_rat
@@ -21,26 +22,9 @@ CLASSES = [
 
 def make_model(path, in_channels=3, chip_size=64, resolution=(30.0, 30.0)):
     """An untrained but real geopsp model file (small and fast for CPU tests)."""
-    import torch
-
-    from geopsp.modelfile import save_model
-    from geopsp.models import build_model
-
-    torch.manual_seed(0)
-    arch = {"in_channels": in_channels, "num_classes": 2, "output_stride": 16,
-            "decoder": "upsample", "pointrend": False}  # fmt: skip
-    model = build_model(arch)
-    md = {
-        "architecture": model.arch,
-        "bands": list(range(1, in_channels + 1)),
-        "normalization": {"mean": [80.0] * in_channels, "std": [40.0] * in_channels},
-        "classes": CLASSES,
-        "chip_size": chip_size,
-        "resolution": list(resolution),
-        "crs": "EPSG:32645",
-    }
-    save_model(path, model, md)
-    return path
+    return write_model_file(
+        path, CLASSES, bands=in_channels, chip_size=chip_size, resolution=resolution
+    )
 
 
 @pytest.fixture(scope="module")

@@ -92,25 +92,9 @@ def write_vector(path, geoms, values=None, *, field="cls", crs=CRS, layer=None, 
 def tiny_model(path, bands: int = 3, classes=CLASSES, format_version: int | None = None):
     """An untrained resnet18 PSPNet model file (fast on CPU); ``format_version`` fakes a
     file from another geopsp by rewriting the metadata header in place."""
-    import torch
+    from model_files import write_model_file
 
-    from geopsp.modelfile import save_model
-    from geopsp.models import build_model
-
-    torch.manual_seed(0)
-    arch = {"backbone": "resnet18", "in_channels": bands, "num_classes": len(classes),
-            "output_stride": 16, "decoder": "upsample", "pointrend": False}  # fmt: skip
-    model = build_model(arch)
-    md = {
-        "architecture": model.arch,
-        "bands": list(range(1, bands + 1)),
-        "normalization": {"mean": [80.0] * bands, "std": [40.0] * bands},
-        "classes": classes,
-        "chip_size": 32,
-        "resolution": [RES, RES],
-        "crs": CRS,
-    }
-    save_model(path, model, md)
+    write_model_file(path, classes, bands=bands, chip_size=32, resolution=(RES, RES), crs=CRS)
     if format_version is not None:
         _rewrite_version(Path(path), format_version)
     return Path(path)
