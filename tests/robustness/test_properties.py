@@ -1,14 +1,15 @@
-"""Property tests: label rasterization of random pixel-aligned polygons and the accuracy
-metrics. (Window grids and blend weights have theirs in tests/test_tiling.py.)"""
+"""Property tests: label rasterization of random pixel-aligned boxes and of random polygons
+with arbitrary vertices, and the accuracy metrics. (Window grids and blend weights have
+theirs in tests/test_tiling.py.)"""
 
 from __future__ import annotations
 
 import numpy as np
 from affine import Affine
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from shapely.geometry import box
+from shapely.geometry import Polygon, box
 
 from geopsp.classes import ClassInfo
 from geopsp.labels import LabelSource, rasterize_labels
@@ -87,6 +88,49 @@ def test_transposed_grid_gives_transposed_labels(features):
     src = source(features)
     north = rasterize_labels(src, CRS, NORTH_UP, N, N)
     assert np.array_equal(rasterize_labels(src, CRS, TRANSPOSED, N, N), north.T)
+
+
+# A star-shaped polygon: vertices at increasing angles around a centre, at random radii
+# (in pixels), so it is simple; its edges cross pixels at arbitrary places.
+stars = st.tuples(
+    st.floats(-2, N + 2), st.floats(-2, N + 2), st.floats(0, 6.28),
+    st.lists(st.floats(0.5, 12), min_size=3, max_size=12),
+)  # fmt: skip
+
+
+def star(cx, cy, turn, radii) -> Polygon:
+    angles = turn + 2 * np.pi * np.arange(len(radii)) / len(radii)
+    xs = X0 + (cx + np.array(radii) * np.cos(angles)) * RES
+    ys = Y0 - (cy + np.array(radii) * np.sin(angles)) * RES
+    return Polygon(zip(xs, ys, strict=True))
+
+
+def pixel_centres():
+    cols, rows = np.meshgrid(np.arange(N) + 0.5, np.arange(N) + 0.5)
+    return X0 + cols * RES, Y0 - rows * RES
+
+
+@SETTINGS
+@given(shape=stars)
+def test_random_polygon_burns_exactly_the_pixel_centres_it_contains(shape):
+    """The centre rule, checked against shapely's point-in-polygon for every pixel; with
+    --all-touched every burnt pixel touches the polygon and the centre pixels are kept."""
+    import shapely
+
+    poly = star(*shape)
+    assume(poly.is_valid and poly.area > RES * RES)
+    classes = [ClassInfo(0, "c0", (0, 0, 0)), ClassInfo(1, "c1", (1, 1, 1))]
+    src = LabelSource("vector", "memory", classes, crs=CRS, geometries=np.array([poly]),
+                      values=np.array([1], dtype=np.uint8))  # fmt: skip
+    x, y = pixel_centres()
+    inside = shapely.contains_xy(poly, x, y)
+    on_edge = shapely.distance(poly.boundary, shapely.points(x, y)) < 1e-6 * RES
+    got = rasterize_labels(src, CRS, NORTH_UP, N, N)
+    assert np.array_equal(got[~on_edge] == 1, inside[~on_edge])
+    touched = rasterize_labels(src, CRS, NORTH_UP, N, N, all_touched=True) == 1
+    assert (touched | on_edge)[inside].all()
+    cells = shapely.box(x - RES / 2, y - RES / 2, x + RES / 2, y + RES / 2)
+    assert (shapely.distance(poly, cells)[touched] < 1e-6 * RES).all()
 
 
 maps = st.integers(1, 40).flatmap(
