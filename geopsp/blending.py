@@ -13,11 +13,12 @@ the OS even on a crash). Peak memory therefore depends on block, tile and class 
 never on raster size. Because the summation order is fixed by the grid, the result does not
 depend on who computed the tiles (this makes multi-process runs byte-identical).
 
-For a resumable run the bottom seams go to two named files used in turn by even and odd block
-rows: when block row ``r`` is done, the file of row ``r`` holds everything row ``r + 1``
-needs, and it is not written again before row ``r + 2`` starts. A run that records "row ``r``
-is done" before starting row ``r + 1`` (the pipeline waits for that) can therefore continue
-from its last recorded row (:meth:`Blender.resume`).
+For a resumable run the bottom seams go to ``n`` named files used in turn by successive block
+rows: when block row ``r`` is done, file ``r % n`` holds everything row ``r + 1`` needs, and
+it is not written again before row ``r + n`` starts. A run that records "row ``r`` is done"
+before starting row ``r + n - 1`` (the pipeline waits for that) can therefore continue from
+its last recorded row (:meth:`Blender.resume`); with three files, recording row ``r`` (an
+fsync) overlaps with computing row ``r + 1``.
 """
 
 from __future__ import annotations
@@ -81,11 +82,6 @@ class _SeamFile:
         """Declare that ``slot`` holds an array of ``shape`` (written by an earlier run)."""
         self._shapes[slot] = tuple(shape)
 
-    def sync(self) -> None:
-        """Flush the slots to the disk (they must survive a power cut, not only a crash)."""
-        self._file.flush()
-        os.fsync(self._file.fileno())
-
     def close(self) -> None:
         self._file.close()
 
@@ -103,8 +99,8 @@ class Blender:
         Window shape over the overlap.
     temp_dir : str, optional
         Where the bottom-seam file goes (default: the system temp folder).
-    seam_paths : pair of paths, optional
-        Named bottom-seam files for even and odd block rows, for a resumable run.
+    seam_paths : sequence of paths, optional
+        Named bottom-seam files used in turn by successive block rows (resumable runs).
     """
 
     def __init__(
@@ -113,13 +109,13 @@ class Blender:
         n_classes: int,
         blend: str = "cosine",
         temp_dir: str | None = None,
-        seam_paths: tuple[str, str] | None = None,
+        seam_paths: tuple[str, ...] | None = None,
     ) -> None:
         self.grid, self.k, self.blend = grid, int(n_classes), blend
         shape = (self.k + 1, grid.tile, grid.block)
         if seam_paths is None:
             one = _SeamFile(grid.block_cols, shape, temp_dir)
-            self._seams: tuple[_SeamFile, ...] = (one, one)
+            self._seams: tuple[_SeamFile, ...] = (one,)
         else:
             self._seams = tuple(_SeamFile(grid.block_cols, shape, path=p) for p in seam_paths)
         self._hseam: np.ndarray | None = None
@@ -160,13 +156,13 @@ class Blender:
             acc[:, : hs.shape[1], : hs.shape[2]] += hs
         self._hseam = None
         if bi > 0:  # from the block above
-            vs = self._seams[(bi - 1) % 2].take(bj)
+            vs = self._seams[(bi - 1) % len(self._seams)].take(bj)
             if vs is not None:
                 acc[:, : vs.shape[1], : vs.shape[2]] += vs
         if acc.shape[2] > bw:
             self._hseam = acc[:, :, bw:].copy()
         if acc.shape[1] > bh:
-            self._seams[bi % 2].put(bj, acc[:, bh:, :bw])
+            self._seams[bi % len(self._seams)].put(bj, acc[:, bh:, :bw])
         out = FinishedBlock(r, c, acc[: self.k, :bh, :bw], acc[self.k, :bh, :bw])
         self._acc = None
         return out
@@ -183,18 +179,14 @@ class Blender:
         if row <= 0:
             return
         bc = self.grid.block_cols
-        seams = self._seams[(row - 1) % 2]
+        seams = self._seams[(row - 1) % len(self._seams)]
         for bj in range(bc):
             shape = self.bottom_seam_shape((row - 1) * bc + bj)
             if shape is not None:
                 seams.expect(bj, shape)
 
-    def sync(self, row: int) -> None:
-        """Make the seams that block row ``row`` left for the next row durable on disk."""
-        self._seams[row % 2].sync()
-
     def close(self) -> None:
-        for s in set(self._seams):
+        for s in self._seams:
             s.close()
 
 

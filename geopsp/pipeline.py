@@ -123,7 +123,7 @@ def run_pipeline(
     temp_dir: str | None = None,
     workers: int = 0,
     start_block: int = 0,
-    seam_paths: tuple[str, str] | None = None,
+    seam_paths: tuple[str, ...] | None = None,
     on_row: Callable[[int], None] | None = None,
 ) -> dict:
     """Run tiled inference over ``grid``.
@@ -155,12 +155,13 @@ def run_pipeline(
     start_block : int
         First block to compute, at the start of a block row (resuming; the blender must find
         the seams of the row above in ``seam_paths``).
-    seam_paths : pair of str, optional
-        Named seam files of a resumable run (see :class:`~geopsp.blending.Blender`).
+    seam_paths : sequence of str, optional
+        Named seam files of a resumable run, at least three (see
+        :class:`~geopsp.blending.Blender`).
     on_row : callable, optional
         Called with ``row`` in the writer thread once every block of block row ``row`` has
-        been emitted and that row's seams are on disk (a resumable run commits its progress
-        here); the blender does not start the next row before it returns.
+        been emitted and the blender has written that row's seams (a resumable run makes
+        them durable and records its progress here).
 
     Returns
     -------
@@ -173,6 +174,8 @@ def run_pipeline(
     bc = grid.block_cols
     if start_block % bc:
         raise ValueError(f"start_block {start_block} is not at the start of a block row")
+    if on_row is not None and len(seam_paths or ()) < 3:
+        raise ValueError("on_row needs at least three named seam files")
     first = grid.first_tile(start_block)  # tiles before it are finished
     m0 = first // groups.size
     mine = range(m0 + (dist.rank - m0) % dist.world, len(groups), dist.world)
@@ -220,11 +223,10 @@ def run_pipeline(
                 _put(q_out, block, stop)
                 if (index := start_block + k) % bc == bc - 1 and on_row is not None:
                     row = index // bc
-                    b.sync(row)
                     _put(q_out, _RowDone(row), stop)
-                    # Row + 1 writes its seams over those of row - 1, which the committed
-                    # progress needs until it says "row done": wait for that commit.
-                    commits.wait(row, stop)
+                    # Row + 1 overwrites the seams of row + 1 - n, which the recorded progress
+                    # needs until the writer records row + 2 - n as done.
+                    commits.wait(row + 2 - len(seam_paths or ()), stop)
             _put(q_out, None, stop)
         finally:
             b.close()

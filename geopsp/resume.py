@@ -8,8 +8,9 @@ A resumable run keeps a folder ``OUTPUT.partial/`` next to the class raster:
 ``blocks/NNNNNN.npz``
     The output pixels of every finished block (classes, and probabilities when asked for),
     compressed.
-``seams-0.f32``, ``seams-1.f32``
-    The blend sums that a finished block row leaves for the next one (even and odd rows).
+``seams-0.f32``, ``seams-1.f32``, ``seams-2.f32``
+    The blend sums that a finished block row leaves for the next one (rows in turn; with
+    three files the blender goes on with the next row while this one is being recorded).
 ``lock``
     Held while a run works in the folder, so two runs never share it.
 
@@ -36,6 +37,7 @@ from geopsp.errors import OutputError
 log = logging.getLogger(__name__)
 SUFFIX = ".partial"
 FORMAT = 1
+SEAM_FILES = 3
 
 
 def partial_dir(output: str | os.PathLike) -> Path:
@@ -93,8 +95,8 @@ class Journal:
     def blocks_dir(self) -> Path:
         return self.dir / "blocks"
 
-    def seam_paths(self) -> tuple[str, str]:
-        return str(self.dir / "seams-0.f32"), str(self.dir / "seams-1.f32")
+    def seam_paths(self) -> tuple[str, ...]:
+        return tuple(str(self.dir / f"seams-{i}.f32") for i in range(SEAM_FILES))
 
     def temp_for(self, path: str | os.PathLike, stage: str = "") -> Path:
         """A fixed temporary name beside ``path``, so a resumed run replaces the old one."""
@@ -185,7 +187,15 @@ class Journal:
             os.fsync(f.fileno())
 
     def commit(self, row: int) -> None:
-        """Record that block rows ``0 .. row`` are final (their blocks and seams are on disk)."""
+        """Record that block rows ``0 .. row`` are final, once their blocks and the seams that
+        row ``row`` left are on disk (they must survive a power cut, not only a crash)."""
+        seams = self.seam_paths()[row % SEAM_FILES]
+        if os.path.exists(seams):  # a single block row leaves no seams
+            fd = os.open(seams, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         _sync_dir(self.blocks_dir)
         self.rows_done = row + 1
         self._write_state()

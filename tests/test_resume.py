@@ -38,15 +38,14 @@ def _items(grid, first_block=0):
             yield t, _tile_probs(t), None
 
 
-@pytest.mark.parametrize("row", [1, 2, 3])
+@pytest.mark.parametrize("row", [1, 2, 3, 4])
 def test_blender_resumes_from_seam_files(tmp_path, row):
     grid = TileGrid(300, 230, 64, 12, 64)  # 5 block rows x 4 block columns
     full = list(blocks_from_stream(grid, Blender(grid, K), _items(grid)))
-    seams = (str(tmp_path / "s0"), str(tmp_path / "s1"))
+    seams = tuple(str(tmp_path / f"s{i}") for i in range(3))
     first = Blender(grid, K, seam_paths=seams)
     stream = blocks_from_stream(grid, first, _items(grid))
     done = [next(stream) for _ in range(row * grid.block_cols)]
-    first.sync(row - 1)
     first.close()  # the first run dies here; a new process continues from the files
     second = Blender(grid, K, seam_paths=seams)
     second.resume(row)
@@ -253,3 +252,40 @@ def test_other_thread_count_is_refused_with_the_option_to_use(tmp_path):
     j.close()
     with pytest.raises(OutputError, match=r"cpu_threads = 4, this run has 1; use --threads 4"):
         Journal(out, {"cpu_threads": 1, "tile": 64}, 1, 512).open()
+
+
+def test_blender_never_overwrites_the_seams_recorded_progress_needs(tmp_path, monkeypatch):
+    """With a slow writer, the blender may run ahead, but never writes the seam file that the
+    last recorded row points to (else a crash at that moment would resume from wrong sums)."""
+    from geopsp import blending
+    from geopsp.pipeline import run_pipeline
+
+    grid = TileGrid(640, 60, 64, 12, 64)  # 10 block rows of one block: the blender runs ahead
+    seams = tuple(str(tmp_path / f"s{i}") for i in range(3))
+    rows_done, started, violations = [0], [0], []
+    start, put = blending.Blender.start, blending._SeamFile.put
+
+    def tracking_start(self, block):
+        started[0] = block // grid.block_cols
+        start(self, block)
+
+    def checked_put(self, slot, arr):
+        row, needed = started[0], rows_done[0] - 1  # the row whose seams resuming would read
+        if needed >= 0 and self._file.name == seams[needed % 3] and row != needed:
+            violations.append((row, rows_done[0]))
+        put(self, slot, arr)
+
+    def slow_commit(row):
+        time.sleep(0.03)
+        rows_done[0] = row + 1
+
+    monkeypatch.setattr(blending.Blender, "start", tracking_start)
+    monkeypatch.setattr(blending._SeamFile, "put", checked_put)
+    blocks = []
+    run_pipeline(
+        grid, lambda t: (np.ones((K, 64, 64), np.float32), np.ones((64, 64), bool)),
+        lambda x: x * 0.5, blocks.append, K, batch_size=2, seam_paths=seams,
+        on_row=slow_commit,
+    )  # fmt: skip
+    assert len(blocks) == grid.n_blocks and rows_done[0] == 10
+    assert violations == []
