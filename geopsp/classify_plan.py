@@ -50,6 +50,7 @@ class ClassifySummary:
     nodata_pixels: int
     forward_seconds: float = 0.0  # time this process spent in forward passes
     class_names: dict[int, str] = field(default_factory=dict)
+    resumed_at_row: int = 0  # first pixel row computed by this run (--resume)
 
     @property
     def pixels(self) -> int:
@@ -63,10 +64,13 @@ class ClassifySummary:
             for v, n in sorted(self.class_pixels.items())
             if n
         )
-        mps = self.pixels / 1e6 / max(self.seconds, 1e-9)
+        done = (self.height - self.resumed_at_row) * self.width  # computed by this run
+        mps = done / 1e6 / max(self.seconds, 1e-9)
+        resumed = f", continued at row {self.resumed_at_row}" if self.resumed_at_row else ""
         return (
             f"{self.output}: {self.pixels:,} pixels ({self.nodata_pixels:,} nodata) classified "
-            f"in {self.seconds:.1f} s ({mps:.2f} MP/s, {self.computed} tiles); classes {shares}"
+            f"in {self.seconds:.1f} s ({mps:.2f} MP/s, {self.computed} tiles{resumed}); "
+            f"classes {shares}"
         )
 
 

@@ -101,6 +101,7 @@ def classify_raster(
         seconds=seconds, class_pixels={c.value: int(counts[c.value]) for c in predictor.classes},
         nodata_pixels=int(counts[255]), forward_seconds=stats["forward_s"],
         class_names={c.value: c.name for c in predictor.classes},
+        resumed_at_row=min(start_row * grid.block, grid.height),
     )  # fmt: skip
 
 

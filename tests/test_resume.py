@@ -148,6 +148,7 @@ def test_interrupted_run_resumes_to_identical_bytes(tmp_path, fail_after):
     assert len(grid) == 112 and grid.block_cols == 4
     first_batch = grid.first_tile(rows * grid.block_cols) // 3
     assert model.calls == 38 - first_batch
+    assert s.resumed_at_row == rows * 128 and f"continued at row {rows * 128})" in s.line()
     assert s.computed + s.skipped == 112 - 3 * first_batch
     assert sum(s.class_pixels.values()) + s.nodata_pixels == 700 * 420
 

@@ -165,8 +165,11 @@ def test_classify_resume_is_byte_identical(sig, big_image, models, tmp_path):
     text = proc.communicate(timeout=120)[0]
     assert proc.returncode == 0, text
     # only the rest was computed: 19 x 19 tiles, at least 2 rows of 19 per finished block row
-    computed = int(text.split(" tiles)")[0].rsplit("(", 1)[1].split()[-1])
-    assert computed <= 361 - done * 19 * 2
+    import re
+
+    found = re.search(r"(\d+) tiles, continued at row (\d+)\)", text)
+    assert found and int(found[2]) == done * 128, text
+    assert int(found[1]) <= 361 - done * 19 * 2
     assert outputs(run) == outputs(ref)  # class raster, .aux.xml, .qml, probabilities
     assert not temps(run) and not Path(str(out) + ".partial").exists()
 
