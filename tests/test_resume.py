@@ -114,18 +114,20 @@ def _files(out):
     return {p.name: p.read_bytes() for p in sorted(out.parent.glob(out.stem + "*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("fail_after", [9, 20, 33])
-def test_interrupted_run_resumes_to_identical_bytes(tmp_path, fail_after):
+@pytest.mark.parametrize(("fail_after", "cog"), [(9, False), (20, False), (33, False), (20, True)])
+def test_interrupted_run_resumes_to_identical_bytes(tmp_path, fail_after, cog):
     # 14 x 8 tiles in 6 x 4 blocks: a block row is 3 x 8 tiles, 8 batches of 3
     src = _raster(tmp_path)
     ref = tmp_path / "ref" / "cls.tif"
     ref.parent.mkdir()
-    extras = dict(probabilities=str(ref.parent / "p.tif"), confidence=str(ref.parent / "c.tif"))
+    extras = dict(probabilities=str(ref.parent / "p.tif"), confidence=str(ref.parent / "c.tif"),
+                  cog=cog)  # fmt: skip
     classify_raster(src, ref, _predictor(Flaky()), _opts(**extras))
 
     out = tmp_path / "run" / "cls.tif"
     out.parent.mkdir()
-    extras = dict(probabilities=str(out.parent / "p.tif"), confidence=str(out.parent / "c.tif"))
+    extras = dict(probabilities=str(out.parent / "p.tif"), confidence=str(out.parent / "c.tif"),
+                  cog=cog)  # fmt: skip
     flaky = Flaky(fail_after, state=partial_dir(out) / "state.json")
     with pytest.raises(RuntimeError, match="went away"):
         classify_raster(src, out, _predictor(flaky), _opts(resume=True, **extras))
