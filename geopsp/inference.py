@@ -83,9 +83,8 @@ def classify_raster(
                          t0, start_block, journal)  # fmt: skip
     except BaseException:
         if journal is not None:
-            kept = journal.rows_done > 0  # else nothing worth keeping: leave no folder
-            journal.close(remove=not kept)
-            if kept:
+            journal.close(remove=journal.rows_done == 0)  # nothing recorded: leave no folder
+            if journal.rows_done and not journal.damaged:  # damaged: the error says what to do
                 log.warning(
                     "%s: finished blocks are kept in %s; run the same command with --resume "
                     "to continue", output, journal.dir,
@@ -143,12 +142,14 @@ def _finished(output: str, options: ClassifyOptions, rank: int) -> bool:
     from geopsp.resume import partial_dir
 
     partial = partial_dir(output)
-    if not options.resume or options.overwrite or not Path(output).exists():
-        if partial.exists() and not options.resume and rank == 0:
+    if not options.resume:
+        if partial.exists() and rank == 0:
             log.warning(
                 "%s holds an interrupted classification of %s; this run starts over (use "
                 "--resume to continue it, or delete the folder)", partial, output,
             )  # fmt: skip
+        return False
+    if options.overwrite or not Path(output).exists():
         return False
     if rank == 0:
         log.warning("%s exists; skipped (use --overwrite to classify it again)", output)

@@ -45,11 +45,18 @@ def partial_dir(output: str | os.PathLike) -> Path:
     return Path(str(output) + SUFFIX)
 
 
-def file_hash(path: str | os.PathLike) -> str:
-    """SHA-256 of a file (model files are at most a few hundred MB: well under a second)."""
+def model_identity(path: str | os.PathLike) -> str:
+    """The model file's identity without reading its weights again: the checksum of its
+    tensors (verified when the model was loaded) and a hash of its metadata."""
     import hashlib
 
-    h = hashlib.sha256()
+    from geopsp.modelfile import CHECKSUM_KEY, read_header
+
+    _, meta, _ = read_header(path)
+    if CHECKSUM_KEY in meta:
+        md = hashlib.sha256(meta.get("geopsp", "").encode()).hexdigest()
+        return f"{meta[CHECKSUM_KEY]}:{md}"
+    h = hashlib.sha256()  # a file without a checksum: hash all of it
     with open(path, "rb") as f:
         while chunk := f.read(1 << 22):
             h.update(chunk)
@@ -89,6 +96,7 @@ class Journal:
         self.fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back
         self.block_cols, self.block = int(block_cols), int(block)
         self.rows_done = 0
+        self.damaged = False  # a saved block could not be read: continuing is impossible
         self._lock = None
 
     @property
@@ -208,6 +216,7 @@ class Journal:
                 with np.load(path) as z:
                     arrays = {k: z[k] for k in z.files}
             except (OSError, ValueError) as exc:
+                self.damaged = True
                 raise OutputError(
                     f"{path} is missing or damaged; delete {self.dir} to start over"
                 ) from exc
@@ -239,7 +248,7 @@ def classify_fingerprint(address: str, predictor, grid, bands, options) -> dict:
     from geopsp import __version__
 
     source = getattr(predictor, "source", None)
-    model = file_hash(source) if source else json.dumps(predictor.metadata, sort_keys=True)
+    model = model_identity(source) if source else json.dumps(predictor.metadata, sort_keys=True)
     return {
         **input_identity(address),
         "width": grid.width,

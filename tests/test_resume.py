@@ -292,3 +292,19 @@ def test_blender_never_overwrites_the_seams_recorded_progress_needs(tmp_path, mo
     )  # fmt: skip
     assert len(blocks) == grid.n_blocks and rows_done[0] == 10
     assert violations == []
+
+
+def test_model_identity_tells_models_apart_without_reading_weights(tmp_path):
+    import shutil
+
+    from model_files import write_model_file
+
+    from geopsp.resume import model_identity
+
+    classes = [{"value": v, "name": f"c{v}", "color": [v, v, v]} for v in range(2)]
+    a = write_model_file(tmp_path / "a.safetensors", classes)
+    b = write_model_file(tmp_path / "b.safetensors", classes, bands=4)  # other weights
+    c = write_model_file(tmp_path / "c.safetensors", classes, chip_size=128)  # other metadata
+    shutil.copy(a, tmp_path / "copy.safetensors")
+    ids = [model_identity(p) for p in (a, b, c, tmp_path / "copy.safetensors")]
+    assert len(set(ids[:3])) == 3 and ids[3] == ids[0]

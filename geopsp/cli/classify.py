@@ -97,8 +97,8 @@ from geopsp.cli import options as opt
     type=click.IntRange(min=1),
     default=None,
     metavar="N",
-    help="Pixels finished at a time (a multiple of the output's 512-pixel blocks, at least "
-    "the tile size); memory grows with it [default: 1024, or the tile size rounded up].",
+    help="Pixels finished at a time (at least the tile size, best a multiple of the output's "
+    "512-pixel blocks); memory grows with it [default: 1024, or the tile size rounded up].",
 )
 @click.option(
     "--resume",
