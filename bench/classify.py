@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from geopsp.classes import ClassInfo
-from geopsp.inference import ClassifyOptions, TileReader, classify_raster, plan_tiles
-from geopsp.pipeline_ranks import batches
-from geopsp.predict import Predictor
-from geopsp.tiling import TileGrid, default_block
+from geopsp.classify.predictor import Predictor
+from geopsp.classify.ranks import batches
+from geopsp.classify.run import ClassifyOptions, TileReader, classify_raster, plan_tiles
+from geopsp.classify.tiling import TileGrid, default_block
+from geopsp.core.classes import ClassInfo
 
 CLASSES = [ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "foreground", (255, 0, 0))]
 

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from classify import make_predictor, synthetic_raster
 
-from geopsp.inference import ClassifyOptions, classify_raster
-from geopsp.resume import Journal, partial_dir
+from geopsp.classify.resume import Journal, partial_dir
+from geopsp.classify.run import ClassifyOptions, classify_raster
 
 
 class _Stop(Exception):

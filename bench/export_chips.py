@@ -34,8 +34,8 @@ import rasterio
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from geopsp.chip_grid import window_grid
-from geopsp.chips import export_chips
+from geopsp.chips.export import export_chips
+from geopsp.core.windows import window_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 EVEREST = ROOT / "sample_data" / "everest_landsat7_glaciers"
@@ -103,7 +103,7 @@ def upsampled(image: str, factor: int, path: Path) -> Path:
 def peak_rss_mb(image: str, labels: str, outdir: Path) -> float:
     """Peak RSS (MB) of a fresh process running one export with 256 px chips."""
     code = (
-        "import resource, sys; from geopsp.chips import export_chips; "
+        "import resource, sys; from geopsp.chips.export import export_chips; "
         "export_chips([sys.argv[1]], sys.argv[2], sys.argv[3], chip_size=256, stride=256, keep_empty=1.0); "
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )

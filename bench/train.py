@@ -26,14 +26,14 @@ from pathlib import Path
 
 import torch
 
-from geopsp.chips import export_chips
-from geopsp.classes import value_lut
-from geopsp.datasets import open_chip_folder
-from geopsp.loading import ChipDataset, EpochSampler
-from geopsp.losses import make_criterion
+from geopsp.chips.export import export_chips
+from geopsp.chips.folder import open_chip_folder
+from geopsp.core.classes import value_lut
 from geopsp.models import AUX_WEIGHT, build_model
-from geopsp.optim import make_optimizer
-from geopsp.train_loop import Accel, train_step
+from geopsp.train.data import ChipDataset, EpochSampler
+from geopsp.train.loop import Accel, train_step
+from geopsp.train.losses import make_criterion
+from geopsp.train.optim import make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 EVEREST = ROOT / "sample_data" / "everest_landsat7_glaciers"

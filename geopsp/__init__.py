@@ -28,6 +28,6 @@ def load_model(path: str, device: str = "cpu") -> tuple[Any, dict]:
     (torch.nn.Module, dict)
         The model in eval mode and its metadata.
     """
-    from geopsp.modelfile import load_model as _load
+    from geopsp.models.modelfile import load_model as _load
 
     return _load(path, device=device)

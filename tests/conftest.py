@@ -72,7 +72,7 @@ EVEREST_CHIP_SIZE = 64
 @pytest.fixture(scope="session")
 def everest_chips(everest, tmp_path_factory) -> Path:
     """A geopsp chip folder cut from the Everest sample: 64 px chips, no overlap, 20 % val."""
-    from geopsp.chips import export_chips
+    from geopsp.chips.export import export_chips
 
     out = tmp_path_factory.mktemp("everest") / "chips"
     export_chips(
@@ -104,11 +104,11 @@ EVEREST_TRAIN = dict(
 
 @pytest.fixture(scope="session")
 def everest_model(everest_chips, tmp_path_factory) -> Path:
-    """``model.safetensors`` trained by :func:`geopsp.training.train` on ``everest_chips``.
+    """``model.safetensors`` trained by :func:`geopsp.train.run.train` on ``everest_chips``.
 
     Its folder also holds metrics.csv, last.ckpt, curves.png, val_preview.png, config.yaml.
     """
-    from geopsp.training import TrainConfig, train
+    from geopsp.train.run import TrainConfig, train
 
     out = tmp_path_factory.mktemp("everest_model") / "run"
     result = train(TrainConfig([str(everest_chips)], str(out), **EVEREST_TRAIN))

@@ -13,8 +13,8 @@ def write_model_file(
     """Write a model file with seeded random weights and the given metadata."""
     import torch
 
-    from geopsp.modelfile import save_model
     from geopsp.models import build_model
+    from geopsp.models.modelfile import save_model
 
     torch.manual_seed(0)
     arch = {"backbone": "resnet18", "in_channels": bands, "num_classes": len(classes),

@@ -119,8 +119,8 @@ def command(ctx: click.Context, inputs, model, output, tile_size, overlap, batch
     stays bounded whatever the raster size. Under `torchrun --nproc-per-node N -m geopsp
     classify ...` the ranks share the work and rank 0 writes the same bytes as one process.
     """
-    from geopsp.inference import ClassifyOptions, classify
-    from geopsp.sources import parse_bands
+    from geopsp.classify.run import ClassifyOptions, classify
+    from geopsp.core.sources import parse_bands
 
     options = ClassifyOptions(
         tile_size=tile_size,

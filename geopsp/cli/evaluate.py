@@ -77,9 +77,9 @@ def command(
     Example:
       geopsp evaluate classes.tif --reference labels.gpkg --plot confusion.png
     """
-    from geopsp.atomic import check_writable
-    from geopsp.evaluation import evaluate
-    from geopsp.report import format_table, plot_confusion, to_json
+    from geopsp.core.atomic import check_writable
+    from geopsp.evaluate.report import format_table, plot_confusion, to_json
+    from geopsp.evaluate.run import evaluate
 
     if plot:
         check_writable(plot, overwrite)  # refuse before minutes of work, not after

@@ -77,8 +77,8 @@ def command(ctx: click.Context, images, labels, outdir, class_field, layer, clas
       geopsp export-chips sample_data/spacenet4_atlanta_buildings/sample_geotiff.tif \\
         --labels sample_data/spacenet4_atlanta_buildings/geotiff_labels.geojson -o chips
     """
-    from geopsp.chips import export_chips
-    from geopsp.sources import parse_bands
+    from geopsp.chips.export import export_chips
+    from geopsp.core.sources import parse_bands
 
     summary = export_chips(
         list(images),

@@ -28,7 +28,7 @@ def command(model: str, as_json: bool) -> None:
       geopsp info model.safetensors
       geopsp info model.safetensors --json
     """
-    from geopsp.modelfile import parameter_count, read_metadata
+    from geopsp.models.modelfile import parameter_count, read_metadata
 
     metadata = read_metadata(model)
     if as_json:

@@ -14,7 +14,7 @@ import traceback
 import click
 
 from geopsp import __version__
-from geopsp.errors import GeopspError
+from geopsp.core.errors import GeopspError
 
 COMMANDS = {
     "export-chips": ("geopsp.cli.export_chips", "Cut training chips from rasters and labels."),

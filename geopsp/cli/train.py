@@ -1,4 +1,4 @@
-"""``geopsp train``: parse options, call :func:`geopsp.training.train`, print the summary."""
+"""``geopsp train``: parse options, call :func:`geopsp.train.run.train`, print the summary."""
 
 from __future__ import annotations
 
@@ -182,7 +182,7 @@ def command(
     curves.png, val_preview.png and config.yaml (reusable with -c). Under
     `torchrun --nproc-per-node N -m geopsp train ...` each process trains on a shard (DDP).
     """
-    from geopsp.training import TrainConfig, train
+    from geopsp.train.run import TrainConfig, train
 
     if isinstance(chips_dirs, str):  # a single folder from -c config
         chips_dirs = [chips_dirs]

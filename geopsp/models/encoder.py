@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from geopsp.errors import InputError, ResourceError, UsageError
+from geopsp.core.errors import InputError, ResourceError, UsageError
 
 log = logging.getLogger(__name__)
 

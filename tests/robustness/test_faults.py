@@ -201,7 +201,7 @@ def test_train_sigint_leaves_no_model(chip_folder, tmp_path):
 def _assert_complete(out: Path) -> None:
     import torch
 
-    from geopsp.modelfile import load_model
+    from geopsp.models.modelfile import load_model
 
     if (out / "model.safetensors").exists():
         load_model(out / "model.safetensors", "cpu")

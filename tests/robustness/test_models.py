@@ -60,7 +60,7 @@ def test_train_init_refuses_model(name, models, chip_folder, tmp_path):
 def test_train_init_from_a_model_with_other_bands(models, chip_folder, tmp_path):
     """Fine-tuning a 4-band model on 3-band chips: every weight that fits is used, the
     first convolution starts fresh, and the new model expects 3 bands."""
-    from geopsp.modelfile import read_metadata
+    from geopsp.models.modelfile import read_metadata
 
     chips = chip_folder("chips", n=8)
     out = tmp_path / "run"

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from shapely.geometry import Polygon, box
 
-from geopsp.classes import ClassInfo
-from geopsp.labels import LabelSource, rasterize_labels
-from geopsp.metrics import ConfusionMatrix, confusion_matrix, scores
+from geopsp.core.classes import ClassInfo
+from geopsp.evaluate.metrics import ConfusionMatrix, confusion_matrix, scores
+from geopsp.labels.rasterize import LabelSource, rasterize_labels
 
 from .conftest import CRS, RES, X0, Y0
 
@@ -32,7 +32,7 @@ SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 
 
 def source(features) -> LabelSource:
-    """A vector label source in the drawing order :func:`geopsp.labels.open_labels` uses."""
+    """A vector label source in the drawing order :func:`geopsp.labels.rasterize.open_labels` uses."""
     geoms = np.array([box(X0 + c0 * RES, Y0 - r1 * RES, X0 + c1 * RES, Y0 - r0 * RES)
                       for c0, r0, c1, r1, _ in features], dtype=object)  # fmt: skip
     values = np.array([f[4] for f in features], dtype=np.uint8)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from geopsp.resume import Journal, partial_dir
+from geopsp.classify.resume import Journal, partial_dir
 
 from .conftest import assert_clean_error, image_array, invoke, leftovers, write_raster
 

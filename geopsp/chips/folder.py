@@ -1,0 +1,285 @@
+"""Chip folders for training: geopsp folders and ArcGIS "Classified_Tiles" folders.
+
+A geopsp folder (written by ``export-chips``) has ``chips.gpkg`` with a ``split`` column,
+``classes.json`` and ``stats.json``. An ArcGIS Pro folder ("Export Training Data For Deep
+Learning", Classified_Tiles) has ``map.txt`` (``images\\x.tif labels\\x.tif`` per line) and an
+``.emd`` file with ``Classes``; it has no split and no band statistics, so the split is computed
+from the chips' footprints (:func:`geopsp.chips.splits.spatial_split`) and the statistics are computed
+from the training chips. Several folders merge into one :class:`ChipSet` when their bands and
+classes agree.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from geopsp.chips.splits import spatial_split
+from geopsp.core.classes import ClassInfo, default_color, from_dicts, load_classes
+from geopsp.core.errors import InputError
+
+log = logging.getLogger(__name__)
+
+ARCGIS_VAL_FRACTION = 0.1  # share of validation chips when a folder has no split of its own
+
+
+@dataclass
+class Chip:
+    """One image/label pair and the side of the split it belongs to."""
+
+    image: Path
+    label: Path
+    split: str  # train | val | gap
+    counts: dict[int, int] | None = None  # label pixels per class value, when the index has them
+
+
+@dataclass
+class ChipSet:
+    """One or more merged chip folders: the chips plus what the model file must record."""
+
+    folders: list[Path]
+    layouts: list[str]
+    chips: list[Chip]
+    classes: list[ClassInfo]
+    band_count: int
+    bands: list[int]
+    chip_size: tuple[int, int]  # (height, width)
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    crs: str | None = None
+    resolution: list[float] | None = None
+    extra: dict = field(default_factory=dict)
+
+    def split(self, name: str) -> list[Chip]:
+        return [c for c in self.chips if c.split == name]
+
+
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read it as JSON ({exc})") from exc
+
+
+def _raster_info(path: Path) -> dict:
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    try:
+        with rasterio.open(path) as src:
+            return {
+                "count": src.count,
+                "shape": (src.height, src.width),
+                "bounds": tuple(src.bounds),
+                "crs": src.crs.to_string() if src.crs else None,
+                "res": [float(r) for r in src.res],
+                "georef": src.crs is not None or not src.transform.is_identity,
+            }
+    except RasterioIOError as exc:
+        raise InputError(f"{path}: not a readable chip raster") from exc
+
+
+def _open_geopsp(folder: Path) -> ChipSet:
+    import pyogrio
+
+    try:
+        df = pyogrio.read_dataframe(folder / "chips.gpkg", layer="chips", read_geometry=False)
+    except Exception as exc:  # any OGR failure means the index is unusable
+        raise InputError(f"{folder / 'chips.gpkg'}: cannot read the chip index ({exc})") from exc
+    if len(df) == 0:
+        raise InputError(f"{folder}: the chip index is empty; export chips that contain labels")
+    missing = {"image", "label"} - set(df.columns)
+    if missing:
+        raise InputError(f"{folder / 'chips.gpkg'}: the chip index lacks columns {sorted(missing)}")
+    if not (folder / "classes.json").is_file():
+        raise InputError(f"{folder}: classes.json is missing; re-export the chips")
+    classes = load_classes(folder / "classes.json")
+    stats = _read_json(folder / "stats.json") if (folder / "stats.json").is_file() else {}
+    if "split" in df.columns:
+        splits = [str(s) for s in df["split"]]
+    else:
+        b = df[["col_off", "row_off"]].to_numpy(float)
+        wh = df[["width", "height"]].to_numpy(float)
+        splits = list(spatial_split(np.hstack([b, b + wh]), df["source"].astype(str), 0.1))
+    count_cols = [c for c in df.columns if c.startswith("count_") and c[6:].isdigit()]
+    chips = []
+    for i, row in enumerate(df.itertuples(index=False)):
+        counts = {int(c[6:]): int(getattr(row, c)) for c in count_cols} if count_cols else None
+        img, lab = folder / str(row.image), folder / str(row.label)
+        chips.append(Chip(img, lab, splits[i], counts))
+    first = _raster_info(chips[0].image)
+    band_count = int(stats.get("band_count") or first["count"])
+    size = stats.get("chip_size") or first["shape"]
+    size = (int(size), int(size)) if np.isscalar(size) else tuple(int(s) for s in size)
+    mean, std = stats.get("mean"), stats.get("std")
+    return ChipSet(
+        folders=[folder],
+        layouts=["geopsp"],
+        chips=chips,
+        classes=classes,
+        band_count=band_count,
+        bands=[int(b) for b in stats.get("bands") or range(1, band_count + 1)],
+        chip_size=size,  # type: ignore[arg-type]
+        mean=[float(m) for m in mean] if mean else None,
+        std=[float(s) for s in std] if std else None,
+        crs=stats.get("crs") or first["crs"],
+        resolution=stats.get("resolution") or first["res"],
+        extra={"chips_total": len(chips)},
+    )
+
+
+def _emd_classes(emd: dict, path: Path) -> list[ClassInfo]:
+    items = emd.get("Classes") or []
+    if not items:
+        raise InputError(f"{path}: the model definition lists no Classes")
+    dicts = []
+    for it in items:
+        color = it.get("Color") or None
+        dicts.append({"value": it.get("Value"), "name": it.get("Name"), "color": color})
+    # ArcGIS label tiles use 0 for pixels outside every class; train it as background.
+    if all(int(d["value"]) != 0 for d in dicts if d["value"] is not None):
+        dicts.append({"value": 0, "name": "background", "color": list(default_color(0))})
+    return from_dicts(dicts)
+
+
+def _open_arcgis(folder: Path, seed: int) -> ChipSet:
+    emds = sorted(folder.glob("*.emd"))
+    if not emds:
+        raise InputError(f"{folder}: map.txt found but no .emd model definition with the classes")
+    emd = _read_json(emds[0])
+    if not isinstance(emd, dict):
+        raise InputError(f"{emds[0]}: expected a JSON object")
+    classes = _emd_classes(emd, emds[0])
+    pairs = []
+    for n, line in enumerate((folder / "map.txt").read_text(encoding="utf-8-sig").splitlines(), 1):
+        parts = line.replace("\\", "/").split()
+        if not parts:
+            continue
+        if len(parts) != 2:
+            raise InputError(f"{folder / 'map.txt'} line {n}: expected 'image label', got {line!r}")
+        pairs.append((folder / parts[0], folder / parts[1]))
+    if not pairs:
+        raise InputError(f"{folder / 'map.txt'}: lists no chips")
+    for img, lab in pairs:
+        for p in (img, lab):
+            if not p.is_file():
+                raise InputError(f"{p}: listed in map.txt but missing")
+    infos = [_raster_info(img) for img, _ in pairs]
+    bounds = np.array([i["bounds"] for i in infos], dtype=float)
+    groups = [str(i["crs"]) for i in infos]
+    if not infos[0]["georef"]:  # chips without georeferencing: split by order, in blocks
+        bounds = np.array([[k, 0, k + 1, 1] for k in range(len(pairs))], dtype=float)
+    split = spatial_split(bounds, groups, ARCGIS_VAL_FRACTION, seed=seed)
+    chips = [Chip(img, lab, str(s)) for (img, lab), s in zip(pairs, split, strict=True)]
+    h = int(emd.get("ImageHeight") or infos[0]["shape"][0])
+    w = int(emd.get("ImageWidth") or infos[0]["shape"][1])
+    bands = emd.get("ExtractBands") or list(range(1, infos[0]["count"] + 1))
+    return ChipSet(
+        folders=[folder],
+        layouts=["arcgis"],
+        chips=chips,
+        classes=classes,
+        band_count=infos[0]["count"],
+        bands=[int(b) + (1 if 0 in bands else 0) for b in bands],  # ExtractBands may be 0-based
+        chip_size=(h, w),
+        crs=infos[0]["crs"],
+        resolution=infos[0]["res"],
+        extra={"chips_total": len(chips)},
+    )
+
+
+def open_chip_folder(path: str | Path, seed: int = 0) -> ChipSet:
+    """Read a chip folder's index, classes and statistics (no pixels are read).
+
+    Parameters
+    ----------
+    path : str or Path
+        A folder written by ``geopsp export-chips`` (``chips.gpkg``) or by ArcGIS Pro's
+        "Export Training Data For Deep Learning" in the Classified_Tiles format (``map.txt``
+        and an ``.emd`` file).
+    seed : int
+        Seed of the spatial split computed for folders that have none.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder")
+    if (folder / "chips.gpkg").is_file():
+        return _open_geopsp(folder)
+    if (folder / "map.txt").is_file():
+        return _open_arcgis(folder, seed)
+    raise InputError(
+        f"{folder}: not a chip folder (no chips.gpkg or map.txt); create one with geopsp export-chips"
+    )
+
+
+def _merge_classes(sets: list[ChipSet]) -> list[ClassInfo]:
+    table: dict[int, ClassInfo] = {}
+    for s in sets:
+        for c in s.classes:
+            seen = table.get(c.value)
+            if seen is not None and seen.name.strip().lower() != c.name.strip().lower():
+                raise InputError(
+                    f"conflicting classes: value {c.value} is {seen.name!r} in {sets[0].folders[0]} "
+                    f"but {c.name!r} in {s.folders[0]}; export all folders with the same classes"
+                )
+            table.setdefault(c.value, c)
+    return [table[v] for v in sorted(table)]
+
+
+def _pooled_stats(sets: list[ChipSet]) -> tuple[list[float] | None, list[float] | None]:
+    if any(s.mean is None or s.std is None for s in sets):
+        return None, None
+    w = np.array([len(s.chips) for s in sets], dtype=float)[:, None]
+    m = np.array([s.mean for s in sets], dtype=float)
+    sd = np.array([s.std for s in sets], dtype=float)
+    mean = (w * m).sum(0) / w.sum()
+    var = (w * (sd**2 + (m - mean) ** 2)).sum(0) / w.sum()
+    return mean.tolist(), np.sqrt(var).tolist()
+
+
+def merge_chip_sets(sets: list[ChipSet]) -> ChipSet:
+    """Merge chip folders whose band count and chip size agree and whose classes do not conflict.
+
+    The class table is the union of the folders' tables; band statistics are pooled (weighted
+    by chip count) when every folder has them.
+    """
+    if len(sets) == 1:
+        return sets[0]
+    first = sets[0]
+    for s in sets[1:]:
+        if s.band_count != first.band_count:
+            raise InputError(
+                f"{s.folders[0]} has {s.band_count} band(s) but {first.folders[0]} has "
+                f"{first.band_count}; merge only folders exported with the same bands"
+            )
+        if s.chip_size != first.chip_size:
+            raise InputError(
+                f"{s.folders[0]} has {s.chip_size[1]}x{s.chip_size[0]} chips but {first.folders[0]} "
+                f"has {first.chip_size[1]}x{first.chip_size[0]}; export them with the same --chip-size"
+            )
+    mean, std = _pooled_stats(sets)
+    return ChipSet(
+        folders=[f for s in sets for f in s.folders],
+        layouts=[x for s in sets for x in s.layouts],
+        chips=[c for s in sets for c in s.chips],
+        classes=_merge_classes(sets),
+        band_count=first.band_count,
+        bands=first.bands,
+        chip_size=first.chip_size,
+        mean=mean,
+        std=std,
+        crs=first.crs,
+        resolution=first.resolution,
+        extra={"chips_total": sum(len(s.chips) for s in sets)},
+    )
+
+
+def open_chip_folders(paths: list[str | Path], seed: int = 0) -> ChipSet:
+    """Open and merge several chip folders; see :func:`open_chip_folder`."""
+    if not paths:
+        raise InputError("no chip folder given")
+    return merge_chip_sets([open_chip_folder(p, seed) for p in paths])

@@ -1,0 +1,1 @@
+"""classify: tile planning, the predictor, reading, blending, the streaming pipeline, outputs and resume."""

@@ -1,0 +1,121 @@
+"""What ``geopsp classify`` computes: its options, tile and block sizes, and its summary."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from geopsp.classify.predictor import Predictor
+from geopsp.classify.tiling import default_block
+from geopsp.core.errors import UsageError
+
+log = logging.getLogger(__name__)
+MAX_DEFAULT_TILE = 1024
+
+
+@dataclass
+class ClassifyOptions:
+    """Options of ``geopsp classify`` (see docs/classify.md for defaults and advice)."""
+
+    tile_size: int | None = None
+    overlap: int | None = None
+    batch_size: int = 4
+    blend: str = "cosine"
+    tta: str = "none"
+    bands: list[int] | None = None
+    probabilities: str | None = None
+    confidence: str | None = None
+    cog: bool = False
+    creation_options: dict = field(default_factory=dict)
+    workers: int = 0
+    overwrite: bool = False
+    progress: bool = True
+    block_size: int | None = None  # streaming block (pixels); None: default_block(tile)
+    resume: bool = False  # keep progress in OUTPUT.partial and continue from it
+
+
+@dataclass
+class ClassifySummary:
+    """What one classification did."""
+
+    input: str
+    output: str
+    width: int
+    height: int
+    tiles: int
+    computed: int
+    skipped: int
+    seconds: float
+    class_pixels: dict[int, int]
+    nodata_pixels: int
+    forward_seconds: float = 0.0  # time this process spent in forward passes
+    class_names: dict[int, str] = field(default_factory=dict)
+    resumed_at_row: int = 0  # first pixel row computed by this run (--resume)
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    def line(self) -> str:
+        """One-line summary: pixels, time, throughput, per-class share."""
+        valid = max(1, sum(self.class_pixels.values()))
+        shares = ", ".join(
+            f"{self.class_names.get(v, v)} {100 * n / valid:.1f}%"
+            for v, n in sorted(self.class_pixels.items())
+            if n
+        )
+        done = (self.height - self.resumed_at_row) * self.width  # computed by this run
+        mps = done / 1e6 / max(self.seconds, 1e-9)
+        resumed = f", continued at row {self.resumed_at_row}" if self.resumed_at_row else ""
+        return (
+            f"{self.output}: {self.pixels:,} pixels ({self.nodata_pixels:,} nodata) classified "
+            f"in {self.seconds:.1f} s ({mps:.2f} MP/s, {self.computed} tiles{resumed}); "
+            f"classes {shares}"
+        )
+
+
+def plan_tiles(predictor: Predictor, tile_size: int | None, overlap: int | None) -> tuple[int, int]:
+    """Resolve ``--tile-size`` and ``--overlap`` for a model.
+
+    Default tile: twice the training chip size, at most 1024 (512 when unknown). Any tile
+    is rounded to the nearest multiple of ``model.size_multiple``. Default overlap: 1/8 of
+    the tile. Raises :class:`UsageError` for a tile smaller than the model accepts or an
+    overlap of half the tile or more.
+    """
+    m = max(1, int(predictor.size_multiple))
+    min_tile = max(32, 4 * m)
+    if tile_size is None:
+        chip = predictor.chip_size or 256
+        tile_size = min(MAX_DEFAULT_TILE, max(chip, 2 * chip))
+    if tile_size < min_tile:
+        raise UsageError(
+            f"--tile-size {tile_size} is too small for this model; use at least {min_tile}"
+        )
+    tile = max(m, int(round(tile_size / m)) * m)
+    if tile != tile_size:
+        log.info("tile size %d rounded to %d (a multiple of %d)", tile_size, tile, m)
+    ov = tile // 8 if overlap is None else int(overlap)
+    if ov < 0 or 2 * ov >= tile:
+        raise UsageError(
+            f"--overlap {ov} must be at least 0 and less than half the tile size ({tile})"
+        )
+    return tile, ov
+
+
+def plan_block(block_size: int | None, tile: int, out_block: int) -> int:
+    """Resolve the streaming block size (``--block-size``) for a tile and output block size.
+
+    A block must hold at least one tile. One that is not a multiple of the output's GeoTIFF
+    blocks works, but GDAL then compresses some output blocks more than once (slower, larger
+    file), so it gets a warning.
+    """
+    if block_size is None:
+        return default_block(tile, out_block)
+    if block_size < tile:
+        raise UsageError(f"--block-size {block_size} must be at least the tile size ({tile})")
+    if block_size % out_block:
+        log.warning(
+            "--block-size %d is not a multiple of the output's %d-pixel blocks; writing is "
+            "slower and the file larger", block_size, out_block,
+        )  # fmt: skip
+    return int(block_size)

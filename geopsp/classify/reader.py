@@ -1,0 +1,116 @@
+"""Reading the input of a classification: band selection, windows, nodata, normalization."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+
+from geopsp.classify.predictor import Predictor
+from geopsp.core.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+
+def select_bands(src, address: str, predictor: Predictor, bands: list[int] | None) -> list[int]:
+    """The source bands to feed the model, checking the count matches the model's."""
+    n = predictor.n_bands
+    if bands is None:
+        want = predictor.bands
+        if want and len(want) == n and max(want) <= src.count:
+            return list(want)
+        if src.count == n:
+            return list(range(1, n + 1))
+        raise UsageError(
+            f"{address} has {src.count} band(s) but the model expects {n}; "
+            f"choose {n} band(s) with -b/--bands"
+        )
+    from geopsp.core.sources import check_bands
+
+    bands = check_bands(bands, src.count, address)
+    if len(bands) != n:
+        raise UsageError(f"-b/--bands selects {len(bands)} band(s) but the model expects {n}")
+    return bands
+
+
+def warn_grid(src, address: str, predictor: Predictor) -> None:
+    """Log a warning for an input without CRS or far (> 2x) from the training resolution."""
+    if src.crs is None:
+        log.warning("%s has no CRS; the output will have none either", address)
+    if predictor.resolution:
+        ratio = abs(src.res[0]) / max(abs(predictor.resolution[0]), 1e-12)
+        if ratio > 2 or ratio < 0.5:
+            log.warning(
+                "%s has %.3g-unit pixels but the model was trained on %.3g; results may be poor "
+                "(resample the input to the training resolution)",
+                address, src.res[0], predictor.resolution[0],
+            )  # fmt: skip
+
+
+class TileReader:
+    """Read, pad and normalize tiles; one dataset handle per thread (GDAL handles are not
+    thread-safe)."""
+
+    def __init__(self, address: str, bands: list[int], predictor: Predictor, tile: int) -> None:
+        from geopsp.core.sources import open_raster
+
+        self.address, self.bands, self.tile = address, bands, tile
+        self.mean, self.std = predictor.mean, predictor.std
+        self._local = threading.local()
+        self._open = open_raster
+        self._handles: list = []
+        with open_raster(address) as src:
+            self.height, self.width = src.height, src.width
+            flags = [src.mask_flag_enums[b - 1] for b in bands]
+            nodata = src.nodata
+            self.float = np.dtype(src.dtypes[bands[0] - 1]).kind == "f"
+        names = [{f.name for f in fl} for fl in flags]
+        if all(n == {"all_valid"} for n in names):
+            self.mode = "all"
+        elif nodata is not None and all(n == {"nodata"} for n in names):
+            self.mode, self.nodata = "nodata", nodata
+        else:
+            self.mode = "mask"
+
+    def _src(self):
+        src = getattr(self._local, "src", None)
+        if src is None:
+            src = self._local.src = self._open(self.address)
+            self._handles.append(src)
+        return src
+
+    def __call__(self, tile) -> tuple[np.ndarray, np.ndarray]:
+        from rasterio.errors import RasterioIOError
+        from rasterio.windows import Window
+
+        from geopsp.core.normalize import normalize
+        from geopsp.core.sources import read_error
+
+        t = self.tile
+        h, w = min(t, self.height - tile.row), min(t, self.width - tile.col)
+        win = Window(tile.col, tile.row, w, h)
+        src = self._src()
+        try:  # a truncated or corrupt file fails only here, at its first unreadable block
+            data = src.read(self.bands, window=win)
+            masks = src.read_masks(self.bands, window=win) if self.mode == "mask" else None
+        except RasterioIOError as exc:
+            raise read_error(self.address, exc, tile.col, tile.row) from None
+        if self.mode == "all":
+            valid = np.ones((h, w), dtype=bool)
+        elif self.mode == "nodata":  # a pixel is nodata only where every band is (GDAL rule)
+            valid = (data != self.nodata).any(axis=0)
+        else:
+            valid = (masks > 0).any(axis=0)
+        if self.float:
+            valid &= np.isfinite(data).any(axis=0)
+        x = np.zeros((len(self.bands), t, t), dtype=np.float32)
+        x[:, :h, :w] = normalize(data, self.mean, self.std, valid)
+        v = np.zeros((t, t), dtype=bool)
+        v[:h, :w] = valid
+        return x, v
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.close()
+        self._handles.clear()

@@ -1,0 +1,1 @@
+"""evaluate: streaming accuracy assessment, metrics, boundary F1 and reports."""

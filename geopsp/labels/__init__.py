@@ -1,0 +1,1 @@
+"""Reference labels: reading vectors and label rasters, class rules, rasterizing onto any grid."""

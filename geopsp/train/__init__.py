@@ -1,0 +1,1 @@
+"""train: configuration, setup, data loading, losses, optimizers, the epoch loop, checkpoints and outputs."""

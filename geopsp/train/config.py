@@ -1,0 +1,166 @@
+"""Options of ``geopsp train``: defaults, validation, and what a resumed run may change.
+
+Every option defaults to ``None`` ("not given"), so a resumed run can tell an option the user
+set (which must agree with the checkpoint) from one left at its default (taken from the
+checkpoint). :func:`resolve` fills the defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from geopsp.core.errors import UsageError
+from geopsp.train.losses import CLASS_WEIGHTS, LOSSES
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("onecycle", "poly", "cosine")
+AUGMENTS = ("d4", "flips", "none")
+MONITORS = ("miou", "loss")
+ARCH_KEYS = ("backbone", "output_stride", "pyramid_sizes", "decoder", "pointrend")
+
+DEFAULTS: dict = {
+    "encoder_weights": "imagenet",
+    "epochs": 20,
+    "batch_size": 8,
+    "lr": "auto",
+    "optimizer": "adamw",
+    "schedule": "onecycle",
+    "loss": "ce",
+    "class_weights": "none",
+    "ignore_classes": [],
+    "augment": "d4",
+    "color_jitter": 0.0,
+    "patience": 5,
+    "monitor": "miou",
+    "device": "auto",
+    "amp": None,  # None: on for CUDA, off on CPU
+    "workers": 0,
+    "seed": 0,
+}
+# May differ between a run and its --resume; everything else must match the checkpoint.
+RESUMABLE_CHANGES = ("epochs", "patience", "device", "amp", "workers", "encoder_weights", "init")
+
+
+@dataclass
+class TrainConfig:
+    """Options of :func:`geopsp.train.run.train` (``None``: default, or the checkpoint's value)."""
+
+    chips_dirs: list[str]
+    output: str
+    backbone: str | None = None
+    encoder_weights: str | None = None
+    output_stride: int | None = None
+    pyramid_sizes: list[int] | None = None
+    decoder: str | None = None
+    pointrend: bool | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | str | None = None
+    optimizer: str | None = None
+    schedule: str | None = None
+    loss: str | None = None
+    class_weights: str | None = None
+    ignore_classes: list[int] | None = None
+    augment: str | None = None
+    color_jitter: float | None = None
+    patience: int | None = None
+    monitor: str | None = None
+    device: str | None = None
+    amp: bool | None = None
+    workers: int | None = None
+    seed: int | None = None
+    resume: str | None = None
+    init: str | None = None
+    overwrite: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _choice(name: str, value, choices) -> None:
+    if value not in choices:
+        opt = "--" + name.replace("_", "-")
+        raise UsageError(f"{opt} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def parse_lr(value) -> float | str:
+    """``auto`` or a positive float."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        lr = float(value)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"--lr must be 'auto' or a positive number, got {value!r}") from exc
+    if not lr > 0 or lr != lr:
+        raise UsageError(f"--lr must be 'auto' or a positive number, got {value!r}")
+    return lr
+
+
+def resolve(cfg: TrainConfig, saved: dict | None = None) -> TrainConfig:
+    """Fill defaults (or a checkpoint's saved options) into ``cfg`` and validate them."""
+    out = TrainConfig(**{f.name: getattr(cfg, f.name) for f in fields(TrainConfig)})
+    if saved is not None:
+        for key, old in saved.items():
+            if key in ("chips_dirs", "output", "resume", "overwrite", "extra") or not hasattr(
+                out, key
+            ):
+                continue
+            new = getattr(out, key)
+            if new is None or (key == "lr" and _norm(new) == "auto"):
+                setattr(out, key, old)
+            elif key not in RESUMABLE_CHANGES and _norm(new) != _norm(old):
+                opt = "--" + key.replace("_", "-")
+                what = "a different architecture" if key in ARCH_KEYS else "different options"
+                raise UsageError(
+                    f"the checkpoint was trained with {what} ({opt} {_show(old)}, not {_show(new)}); "
+                    f"drop {opt} to resume it, or start a new run without --resume"
+                )
+    for key, value in DEFAULTS.items():
+        if getattr(out, key) is None:
+            setattr(out, key, value)
+    out.lr = parse_lr(out.lr)
+    _choice("optimizer", out.optimizer, OPTIMIZERS)
+    _choice("schedule", out.schedule, SCHEDULES)
+    _choice("loss", out.loss, LOSSES)
+    _choice("class_weights", out.class_weights, CLASS_WEIGHTS)
+    _choice("augment", out.augment, AUGMENTS)
+    _choice("monitor", out.monitor, MONITORS)
+    for key, low in (("epochs", 1), ("batch_size", 1), ("patience", 0), ("workers", 0)):
+        if int(getattr(out, key)) < low:
+            raise UsageError(f"--{key.replace('_', '-')} must be >= {low}, got {getattr(out, key)}")
+    if not 0 <= float(out.color_jitter) <= 1:
+        raise UsageError(f"--color-jitter must be between 0 and 1, got {out.color_jitter}")
+    out.ignore_classes = sorted({int(v) for v in out.ignore_classes or []})
+    if any(not 0 <= v <= 254 for v in out.ignore_classes):
+        raise UsageError(f"--ignore-classes are class values 0..254, got {out.ignore_classes}")
+    return out
+
+
+def _norm(v):
+    if isinstance(v, list | tuple):
+        return [_norm(x) for x in v]
+    if isinstance(v, str):
+        # "1e-3" on the command line and 0.001 saved in the checkpoint are the same value.
+        try:
+            return float(v)
+        except ValueError:
+            return v.strip().lower()
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return float(v)
+    return v
+
+
+def _show(v) -> str:
+    return ",".join(map(str, v)) if isinstance(v, list | tuple) else str(v)
+
+
+def saved_options(cfg: TrainConfig, lr: float) -> dict:
+    """The resolved options as saved in config.yaml, the model file and the checkpoint:
+    ``--lr auto`` is replaced by the rate it chose, so ``-c config.yaml`` repeats the run."""
+    d = cfg.to_dict()
+    for key in ("output", "resume", "overwrite", "extra"):
+        d.pop(key, None)
+    d["lr"] = float(lr)
+    d["chips_dirs"] = [str(p) for p in d["chips_dirs"]]
+    return d

@@ -1,0 +1,303 @@
+"""``geopsp train``: fit a PSPNet on chip folders, on CPU, one GPU or many (torchrun).
+
+:func:`train` returns a :class:`TrainResult`; per-epoch rows go to an ``on_epoch`` callback so
+the CLI can print them. Outputs in the output folder: ``model.safetensors`` (best epoch by
+``monitor``), ``last.ckpt`` (resumable), ``metrics.csv``, ``curves.png``, ``val_preview.png``
+and ``config.yaml``; see docs/train.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from geopsp.core.classes import to_dicts
+from geopsp.core.errors import ResourceError, UsageError
+from geopsp.core.runtime import Runtime, barrier, setup, teardown
+from geopsp.train.config import TrainConfig, resolve, saved_options
+from geopsp.train.outputs import check_output, clean, model_metadata
+from geopsp.train.setup import Session, build_session, seed_everything
+
+log = logging.getLogger(__name__)
+
+OUTPUT_FILES = (
+    "model.safetensors",
+    "last.ckpt",
+    "metrics.csv",
+    "curves.png",
+    "val_preview.png",
+    "config.yaml",
+)
+PREVIEW_CHIPS = 4
+# torch.OutOfMemoryError is the public name since torch 2.5; older versions have the CUDA one.
+_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    output: Path
+    model_path: Path
+    monitor: str
+    best_epoch: int
+    best_score: float
+    epochs_run: int
+    stopped_early: bool
+    lr: float
+    lr_auto: bool
+    device: str
+    world_size: int
+    amp: str
+    batch_size: int
+    history: list[dict] = field(default_factory=list)
+    per_class: list[dict] = field(default_factory=list)
+    best_metrics: dict = field(default_factory=dict)
+
+
+def _better(score: float, best: float | None, monitor: str) -> bool:
+    if not np.isfinite(score):
+        return False
+    if best is None:
+        return True
+    return score > best + 1e-9 if monitor == "miou" else score < best - 1e-12
+
+
+def train(
+    config: TrainConfig,
+    progress: bool = False,
+    on_epoch: Callable[[dict], None] | None = None,
+    on_start: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Train a PSPNet on one or more chip folders.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        The options; ``None`` fields take their defaults (or, with ``resume``, the checkpoint's).
+    progress : bool
+        Show a progress bar per epoch on stderr (rank 0 only).
+    on_epoch : callable, optional
+        Called on rank 0 with each finished epoch's row (the ``metrics.csv`` row plus
+        ``"best"``), e.g. to print a summary line. Raising from it stops training after the
+        epoch's files are written (``last.ckpt`` can then be resumed).
+    on_start : callable, optional
+        Called on rank 0 before the first epoch with the resolved run: ``device``, ``amp``,
+        ``world_size``, ``batch_size``, ``lr``, ``lr_auto``, ``epochs``, ``train_chips``,
+        ``val_chips``, ``start_epoch``.
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    UsageError, InputError, OutputError, ResourceError, ModelFileError
+        One-line, actionable messages (CUDA out of memory suggests a smaller --batch-size).
+    """
+    from geopsp.train.checkpoints import load_checkpoint
+
+    ckpt = load_checkpoint(config.resume) if config.resume else None
+    cfg = resolve(config, ckpt["options"] if ckpt else None)
+    out, in_place = check_output(cfg)
+    rt = setup(cfg.device)
+    created = False
+    finished = 0
+    det = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    bench = torch.backends.cudnn.benchmark
+    try:
+        if rt.device.type == "cpu":
+            # Same seed -> same run (resume equivalence); CPU kernels have deterministic variants.
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        else:
+            torch.backends.cudnn.benchmark = True
+        s = build_session(cfg, ckpt, rt)
+        if rt.is_main:
+            created = not out.exists()
+            out.mkdir(exist_ok=True)
+            if cfg.overwrite and not in_place:
+                for name in OUTPUT_FILES:
+                    (out / name).unlink(missing_ok=True)
+        barrier(rt)
+        result = _fit(cfg, s, rt, out, on_epoch, on_start, progress)
+        finished = result.epochs_run
+        return result
+    except _OOM as exc:
+        bs = cfg.batch_size
+        raise ResourceError(
+            f"CUDA out of memory with --batch-size {bs}; use a smaller --batch-size "
+            f"(e.g. {max(1, bs // 2)}) or smaller chips"
+        ) from exc
+    finally:
+        torch.use_deterministic_algorithms(det[0], warn_only=det[1])
+        torch.backends.cudnn.benchmark = bench
+        teardown(rt)
+        if created and rt.is_main and finished == 0 and not (out / "last.ckpt").exists():
+            shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping: leave no trace
+
+
+def _amp_name(s: Session) -> str:
+    return str(s.accel.amp_dtype).replace("torch.", "") if s.accel.amp else "off"
+
+
+def _fit(cfg, s: Session, rt: Runtime, out: Path, on_epoch, on_start, progress) -> TrainResult:
+    from geopsp.models import AUX_WEIGHT
+    from geopsp.models.modelfile import save_model
+    from geopsp.train.checkpoints import rng_state, save_checkpoint
+    from geopsp.train.loop import predict_chips, run_epoch, validate
+    from geopsp.train.outputs import (
+        per_class_rows,
+        plot_curves,
+        plot_preview,
+        write_config,
+        write_metrics_csv,
+    )
+
+    st = s.state
+    lr = s.lr
+    if rt.is_main:
+        write_config(out / "config.yaml", clean(saved_options(cfg, lr)))
+    epochs = int(cfg.epochs)
+    if st["epoch"] >= epochs:
+        raise UsageError(
+            f"the checkpoint has already finished {st['epoch']} epoch(s); raise --epochs to train more"
+        )
+    if rt.is_main and on_start is not None:
+        on_start(
+            {
+                "device": str(rt.device),
+                "amp": _amp_name(s),
+                "world_size": rt.world,
+                "batch_size": s.batch_size,
+                "lr": float(lr),
+                "lr_auto": s.lr_auto,
+                "epochs": epochs,
+                "start_epoch": st["epoch"] + 1,
+                "train_chips": len(s.train_set),
+                "val_chips": len(s.val_set),
+            }
+        )
+    best_state = None
+    stopped = False
+    for epoch in range(st["epoch"] + 1, epochs + 1):
+        seed_everything(cfg.seed, epoch, rt.rank)
+        s.train_sampler.set_epoch(epoch)
+        tr = run_epoch(
+            s.model, s.train_loader, s.optimizer, s.scheduler, s.scaler, s.criterion, s.weight,
+            s.accel, AUX_WEIGHT, rt, f"epoch {epoch}/{epochs}", progress,
+        )  # fmt: skip
+        va = validate(s.plain, s.val_loader, s.criterion, len(s.classes), s.accel, rt)
+        score = va["miou"] if cfg.monitor == "miou" else va["val_loss"]
+        is_best = _better(score, st["best_score"], cfg.monitor)
+        row = {
+            "epoch": epoch,
+            "train_loss": tr["train_loss"],
+            "val_loss": va["val_loss"],
+            "pixel_accuracy": va["pixel_accuracy"],
+            "miou": va["miou"],
+            "kappa": va["kappa"],
+            "lr": s.optimizer.param_groups[0]["lr"],
+            "seconds": round(tr["seconds"], 3),
+            "chips_per_s": round(tr["chips"] / max(tr["seconds"], 1e-9), 3),
+            "best": is_best,
+            **{f"iou_{c.name}": va["iou"][i] for i, c in enumerate(s.classes)},
+        }
+        row = clean(row)
+        if is_best:
+            st.update(best_score=float(score), best_epoch=epoch, bad_epochs=0)
+            st["best_metrics"] = {
+                "epoch": epoch,
+                "val_loss": va["val_loss"],
+                "pixel_accuracy": va["pixel_accuracy"],
+                "miou": va["miou"],
+                "kappa": va["kappa"],
+                "per_class": per_class_rows(va, s.classes),
+            }
+            best_state = {
+                k: v.detach().to("cpu", copy=True) for k, v in s.plain.state_dict().items()
+            }
+        else:
+            st["bad_epochs"] += 1
+        st["history"].append(row)
+        st["epoch"] = epoch
+        if rt.is_main:
+            if is_best:
+                save_model(
+                    out / "model.safetensors",
+                    s.plain,
+                    model_metadata(cfg, s, lr, st["best_metrics"]),
+                )
+            save_checkpoint(
+                out / "last.ckpt",
+                {
+                    "options": saved_options(cfg, lr),
+                    "architecture": s.arch,
+                    "classes": to_dicts(s.classes),
+                    "normalization": {"mean": list(s.mean), "std": list(s.std)},
+                    "model": s.plain.state_dict(),
+                    "optimizer": s.optimizer.state_dict(),
+                    "scheduler": s.scheduler.state_dict(),
+                    "scaler": s.scaler.state_dict(),
+                    "rng": rng_state(),
+                    **{
+                        k: st[k]
+                        for k in ("epoch", "best_score", "best_epoch", "bad_epochs", "history")
+                    },
+                    "best_metrics": clean(st["best_metrics"]),
+                },
+            )
+            write_metrics_csv(out / "metrics.csv", st["history"])
+            plot_curves(out / "curves.png", st["history"], cfg.monitor)
+            if on_epoch is not None:
+                on_epoch(dict(row))
+        barrier(rt)
+        if cfg.patience and st["bad_epochs"] >= cfg.patience and epoch < epochs:
+            stopped = True
+            log.info(
+                "no improvement of %s for %d epochs: stopping early", cfg.monitor, cfg.patience
+            )
+            break
+    if rt.is_main:
+        if best_state is None:  # the best epoch was before a resume: read it back
+            from safetensors.torch import load_file
+
+            best_state = load_file(str(out / "model.safetensors"))
+        current = {k: v.detach().to("cpu", copy=True) for k, v in s.plain.state_dict().items()}
+        s.plain.load_state_dict(best_state)
+        n = len(s.val_set)
+        idx = sorted({int(i) for i in np.linspace(0, n - 1, min(PREVIEW_CHIPS, n))})
+        plot_preview(
+            out / "val_preview.png", *predict_chips(s.plain, s.val_set, idx, s.accel), s.classes
+        )
+        s.plain.load_state_dict(current)
+    best = st["best_metrics"] or {}
+    return TrainResult(
+        output=out,
+        model_path=out / "model.safetensors",
+        monitor=cfg.monitor,
+        best_epoch=int(st["best_epoch"] or 0),
+        best_score=float(st["best_score"]) if st["best_score"] is not None else float("nan"),
+        epochs_run=int(st["epoch"]),
+        stopped_early=stopped,
+        lr=float(lr),
+        lr_auto=bool(s.lr_auto),
+        device=str(rt.device),
+        world_size=rt.world,
+        amp=_amp_name(s),
+        batch_size=s.batch_size,
+        history=list(st["history"]),
+        per_class=clean(best.get("per_class", [])),
+        best_metrics=clean({k: v for k, v in best.items() if k != "per_class"}),
+    )
+
+
+__all__ = ["TrainConfig", "TrainResult", "train"]
