@@ -6,93 +6,19 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
-from rasterio.errors import NotGeoreferencedWarning
-from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
+from chips.arcgis_folders import FORMATS, REAL, SIZE, chip_window, pro_folder
 from geopsp.chips import arcgis
 from geopsp.chips.folder import open_chip_folder, open_chip_folders
 from geopsp.core.classes import PALETTE, value_lut
 from geopsp.core.errors import InputError
 from geopsp.train.data import read_chip_image, read_chip_label
-
-REAL = Path(__file__).parent / "data" / "arcgis" / "classified_tiles"
-REAL_FILES = ("esri_model_definition.emd", "esri_accumulated_stats.json", "map.txt", "stats.txt")
-# Pro's chip formats: (GDAL driver, image extension, world-file extension, label extension).
-FORMATS = {
-    "tif": ("GTiff", "tif", "tfw", "tif"),
-    "png": ("PNG", "png", "pgw", "png"),
-    "jpg": ("JPEG", "jpg", "jgw", "png"),  # JPEG is lossy: label chips stay lossless
-    "mrf": ("MRF", "mrf", None, "mrf"),
-}
-SIZE = 64
-
-
-def _real_names() -> list[str]:
-    return [a.split("/")[-1] for a, _ in arcgis.read_map(REAL / "map.txt")]
-
-
-def _world_file(path: Path, tr) -> None:
-    """A world file as ArcGIS writes one: pixel sizes, rotations, then the upper-left pixel's
-    centre."""
-    c, f = tr.c + tr.a / 2 + tr.b / 2, tr.f + tr.d / 2 + tr.e / 2
-    path.write_text("\n".join(repr(v) for v in (tr.a, tr.d, tr.b, tr.e, c, f)) + "\n")
-
-
-def _write(path: Path, arr: np.ndarray, driver: str, tr, world: str | None) -> None:
-    """Write a chip the way Pro does: georeferencing in a world file beside it (or none)."""
-    prof = dict(driver=driver, count=arr.shape[0], height=arr.shape[1], width=arr.shape[2],
-                dtype=arr.dtype.name)  # fmt: skip
-    if driver == "MRF":  # MRF keeps its georeferencing in its own header
-        prof.update(transform=tr, crs="EPSG:32645")
-    with warnings.catch_warnings(), rasterio.Env(GDAL_PAM_ENABLED="NO"):
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path, "w", **prof) as dst:
-            dst.write(arr)
-    if world:
-        _world_file(path.with_suffix("." + world), tr)
-
-
-def pro_folder(out: Path, everest, fmt: str = "tif", world: bool = True, names=None) -> Path:
-    """Chips cut from the Everest sample as ArcGIS Pro writes them, with the real metadata
-    files of a Pro export (map.txt rewritten for the format when it is not TIFF).
-
-    Labels use the real export's classes: 1 (snow-free ground) and 2 (glacier), and 0
-    (NoData) in a strip at the top of every chip.
-    """
-    import geopandas as gpd
-    from rasterio.features import rasterize
-
-    driver, ext, wext, lext = FORMATS[fmt]
-    (out / "images").mkdir(parents=True)
-    (out / "labels").mkdir()
-    for f in REAL_FILES:
-        shutil.copy(REAL / f, out / f)
-    names = names or _real_names()
-    with rasterio.open(everest["image"]) as src:
-        shapes = gpd.read_file(everest["labels"]).to_crs(src.crs).geometry
-        for k, name in enumerate(names):
-            win = Window(200 + (k % 6) * SIZE, 100 + (k // 6) * SIZE, SIZE, SIZE)
-            tr = window_transform(win, src.transform)
-            img = src.read(window=win)
-            lab = rasterize(((g, 2) for g in shapes), out_shape=(SIZE, SIZE), transform=tr)
-            lab = np.where(lab == 0, 1, lab).astype(np.uint8)
-            lab[:4] = 0
-            stem = name.rsplit(".", 1)[0]
-            _write(out / "images" / f"{stem}.{ext}", img, driver, tr, wext if world else None)
-            _write(out / "labels" / f"{stem}.{lext}", lab[None], "PNG" if lext == "png" else driver,
-                   tr, (wext if lext == ext else "pgw") if world else None)  # fmt: skip
-    if names != _real_names() or fmt != "tif":  # Pro's map.txt bytes for these chips
-        lines = [f"images\\{n[:-4]}.{ext}  labels\\{n[:-4]}.{lext} \r\n" for n in names]
-        (out / "map.txt").write_bytes("".join(lines).encode())
-    return out
-
 
 # ------------------------------------------------------------ the real files, as they are
 
@@ -177,7 +103,7 @@ def test_pro_chip_formats(everest, tmp_path, fmt, world):
     with rasterio.open(everest["image"]) as src:
         for k, chip in enumerate(cs.chips):
             assert chip.image.suffix == "." + FORMATS[fmt][1]
-            win = Window(200 + (k % 6) * SIZE, 100 + (k // 6) * SIZE, SIZE, SIZE)
+            win = chip_window(k)
             img, valid = read_chip_image(chip.image)
             diff = np.abs(img.astype(int) - src.read(window=win).astype(int))
             assert valid.all() and (diff.mean() < 8 if fmt == "jpg" else not diff.any())
