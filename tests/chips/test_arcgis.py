@@ -32,6 +32,31 @@ def test_real_map_txt_is_read_as_written():
     assert all(re.fullmatch(r"images/\d{9}\.tif", a) for a, _ in pairs)
 
 
+def test_map_txt_spellings(tmp_path):
+    """BOM, LF or CR line ends, tabs, runs of spaces, blank lines: the same pairs."""
+    p = tmp_path / "map.txt"
+    p.write_bytes(b"\xef\xbb\xbfimages\\a.png\tlabels\\a.png\n\n  images/b.png   labels/b.png  \r")
+    assert arcgis.read_map(p) == [
+        ("images/a.png", "labels/a.png"),
+        ("images/b.png", "labels/b.png"),
+    ]
+
+
+def test_emd_with_classes_only(everest, tmp_path):
+    """No sizes, no ExtractBands, no colours: everything but the classes comes from the chips."""
+    folder = pro_folder(tmp_path / "pro", everest, names=["000000001.tif", "000000002.tif"])
+    emd = {"Classes": [{"Value": 2, "Name": "glacier"}, {"Value": 1, "Name": "ground"}]}
+    (folder / "esri_model_definition.emd").write_text(json.dumps(emd))
+    (folder / "esri_accumulated_stats.json").unlink()
+    cs = open_chip_folder(folder)
+    assert [(c.value, c.name) for c in cs.classes] == [
+        (0, "background"),
+        (1, "ground"),
+        (2, "glacier"),
+    ]
+    assert cs.bands == [1, 2, 3] and cs.chip_size == (SIZE, SIZE)
+
+
 def test_real_template_emd():
     emd = arcgis.read_json(REAL / "esri_model_definition.emd")
     assert emd["ImageHeight"] == "e.g. 256" and emd["ExtractBands"] == "e.g. [0, 1, 2]"

@@ -138,6 +138,9 @@ def _break(folder: Path, what: str) -> str:
             '{"MetaDataMode": "PASCAL_VOC_rectangles"}'
         )
         return "PASCAL_VOC_rectangles"
+    if what == "mixed-sizes":
+        write_raster(folder / "images" / "000000005.tif", np.zeros((3, 32, 32), np.uint8))
+        return "000000005.tif"
     if what == "extract-bands":
         emd.write_text(json.dumps({**json.loads(emd.read_text()), "ExtractBands": [0, 1]}))
         return "ExtractBands"
@@ -146,7 +149,7 @@ def _break(folder: Path, what: str) -> str:
 
 CASES = ["emd-json", "emd-class", "emd-no-classes", "no-emd", "map-fields", "map-binary",
          "map-empty", "missing-chip", "bad-image", "bad-label", "stats-json",
-         "not-classified-tiles", "extract-bands"]  # fmt: skip
+         "not-classified-tiles", "extract-bands", "mixed-sizes"]  # fmt: skip
 
 
 @pytest.mark.parametrize("what", CASES)
