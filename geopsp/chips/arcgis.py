@@ -139,7 +139,10 @@ def emd_classes(emd: dict, path: Path, nodata: str = "background") -> list[Class
         out.append(ClassInfo(value, name, _color(it.get("Color"), value)))
     if nodata == "background" and all(c.value != 0 for c in out):
         out.append(ClassInfo(0, "background", default_color(0)))
-    return validate(out)
+    try:
+        return validate(out)
+    except InputError as exc:  # e.g. a value listed twice: name the file
+        raise InputError(f"{path}: {exc}") from exc
 
 
 def read_map(path: Path) -> list[tuple[str, str]]:

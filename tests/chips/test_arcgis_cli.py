@@ -106,6 +106,9 @@ def _break(folder: Path, what: str) -> str:
     if what == "emd-class":
         emd.write_text(json.dumps({"Classes": [{"Value": "e.g. 1", "Name": "x"}]}))
         return "esri_model_definition.emd"
+    if what == "emd-twice":
+        emd.write_text(json.dumps({"Classes": [{"Value": 1}, {"Value": 1, "Name": "again"}]}))
+        return "esri_model_definition.emd: duplicate class values"
     if what == "emd-no-classes":
         emd.write_text(json.dumps({"ImageHeight": "e.g. 256"}))
         return "lists no classes"
@@ -147,7 +150,7 @@ def _break(folder: Path, what: str) -> str:
     raise AssertionError(what)
 
 
-CASES = ["emd-json", "emd-class", "emd-no-classes", "no-emd", "map-fields", "map-binary",
+CASES = ["emd-json", "emd-class", "emd-twice", "emd-no-classes", "no-emd", "map-fields", "map-binary",
          "map-empty", "missing-chip", "bad-image", "bad-label", "stats-json",
          "not-classified-tiles", "extract-bands", "mixed-sizes"]  # fmt: skip
 
