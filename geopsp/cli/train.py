@@ -127,6 +127,13 @@ def class_table(rows: list[dict]) -> str:
     help="Class values to leave out (their pixels are ignored).",
 )
 @click.option(
+    "--arcgis-nodata",
+    type=click.Choice(["background", "ignore"], **CHOICE),
+    default=None,
+    help="ArcGIS Classified_Tiles folders: label 0 (ArcGIS NoData) when the .emd does not "
+    "list it is a trained background class, or ignored.  [default: background]",
+)
+@click.option(
     "--augment",
     type=click.Choice(["d4", "flips", "none"], **CHOICE),
     default=None,
@@ -186,7 +193,8 @@ def command(
 
     if isinstance(chips_dirs, str):  # a single folder from -c config
         chips_dirs = [chips_dirs]
-    for key in ("optimizer", "schedule", "loss", "class_weights", "augment", "monitor", "decoder"):
+    for key in ("optimizer", "schedule", "loss", "class_weights", "augment", "monitor", "decoder",
+                "arcgis_nodata"):  # fmt: skip
         if kw.get(key) is not None:
             kw[key] = kw[key].lower()
     cfg = TrainConfig(

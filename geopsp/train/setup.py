@@ -123,7 +123,7 @@ def build_session(cfg: TrainConfig, ckpt: dict | None, rt: Runtime) -> Session:
     """Open the chips, build the model and everything around it; raise clear errors early."""
     from geopsp.models import build_model
 
-    chips = open_chip_folders(cfg.chips_dirs, seed=cfg.seed)
+    chips = open_chip_folders(cfg.chips_dirs, seed=cfg.seed, arcgis_nodata=cfg.arcgis_nodata)
     classes = _classes(chips, cfg.ignore_classes)
     train_chips, val_chips = chips.split("train"), chips.split("val")
     if not train_chips:
