@@ -205,7 +205,9 @@ class BlockPolygonizer:
         old = np.array([p.geom[i] for i in old_ids], dtype=object)
         new = np.array([p.geom[i] for i in new_ids], dtype=object)
         ni, oi = shapely.STRtree(old).query(new, predicate="intersects")
-        same = np.array([p.value[new_ids[a]] == p.value[old_ids[b]] for a, b in zip(ni, oi)])
+        same = np.array(
+            [p.value[new_ids[a]] == p.value[old_ids[b]] for a, b in zip(ni, oi, strict=True)]
+        )
         if not len(ni) or not same.any():
             return
         ni, oi = ni[same], oi[same]
