@@ -254,3 +254,14 @@ def _write(src, read, frames: _Frames, output, layer, options) -> tuple[int, dic
             writer.write(frame)
             per_class = {int(v): int(n) for v, n in frame["class"].value_counts().items()}
         return writer.count, dict(sorted(per_class.items()))
+
+
+def check_polygon_output(output: str, options: VectorizeOptions, inputs: int = 1) -> None:
+    """Checks of ``classify --polygons`` made before the classification starts."""
+    if inputs != 1:
+        raise UsageError(
+            "--polygons takes one INPUT; with several, run geopsp vectorize on each class raster"
+        )
+    check_options(options)
+    driver_for(output)
+    check_writable(output, options.overwrite)
