@@ -68,7 +68,8 @@ def dominant_angle(poly: shapely.Polygon) -> float:
     length = np.hypot(d[:, 0], d[:, 1])
     theta = np.arctan2(d[:, 1], d[:, 0])
     s, c = (length * np.sin(4 * theta)).sum(), (length * np.cos(4 * theta)).sum()
-    return float(math.atan2(s, c) / 4) % (math.pi / 2)
+    angle = float(math.atan2(s, c) / 4) % (math.pi / 2)
+    return 0.0 if math.isclose(angle, math.pi / 2) else angle  # -0.0 folds to pi/2
 
 
 def _orthogonal_ring(coords: np.ndarray, tolerance: float) -> np.ndarray | None:
@@ -124,7 +125,9 @@ def regularize_polygon(poly: shapely.Polygon, tolerance: float) -> shapely.Polyg
     """
     from shapely import affinity
 
-    angle = dominant_angle(poly)
+    # Pixel outlines are all steps at 0 and 90 degrees: the direction comes from the
+    # outline without its steps.
+    angle = dominant_angle(shapely.simplify(poly, tolerance))
     origin = poly.centroid
     rot = affinity.rotate(poly, -angle, origin=origin, use_radians=True)
     shell = _orthogonal_ring(np.asarray(rot.exterior.coords), tolerance)
