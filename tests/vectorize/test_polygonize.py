@@ -28,8 +28,9 @@ def blockwise(values, valid, size, connectivity):
 
 @settings(max_examples=60, deadline=None)
 @given(
-    values=arrays(np.uint8, st.tuples(st.integers(1, 24), st.integers(1, 24)),
-                  elements=st.integers(0, 2)),  # fmt: skip
+    values=arrays(
+        np.uint8, st.tuples(st.integers(1, 24), st.integers(1, 24)), elements=st.integers(0, 2)
+    ),  # fmt: skip
     holes=st.integers(0, 2**32 - 1),
     size=st.integers(1, 9),
     connectivity=st.sampled_from([4, 8]),
