@@ -3,7 +3,7 @@
 1. **Peak RSS** of ``geopsp.vectorize.run.vectorize`` on synthetic land-cover class rasters of
    4096^2 and 16384^2 pixels (tiled DEFLATE GeoTIFF), each in a fresh subprocess
    (``ru_maxrss`` of that process). The 16384^2 run must stay within 1.15 x the 4096^2 one.
-2. **Throughput** in megapixels/second of the block-wise vectorization (GeoPackage output)
+2. **Throughput** (best of ``--repeat`` alternating runs) in megapixels/second of the block-wise vectorization (GeoPackage output)
    against the usual whole-raster pipeline on the same raster, in the same run: read the
    raster at once, ``rasterio.features.shapes``, a GeoDataFrame, dissolve by class, explode
    into single features, write the GeoPackage.
@@ -111,6 +111,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[4096, 16384])
     ap.add_argument("--baseline-size", type=int, default=4096)
+    ap.add_argument("--repeat", type=int, default=3, help="Alternating timed runs (best kept).")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -121,13 +122,19 @@ def main() -> None:
         for size in sorted(set(args.sizes) | {args.baseline_size}):
             raster = synthetic_classes(Path(d) / f"c{size}.tif", size)
             kinds = ["geopsp"] + (["baseline"] if size == args.baseline_size else [])
-            for kind in kinds:
-                r = measure(kind, raster, Path(d) / f"{kind}{size}.gpkg")
+            for kind in kinds * (args.repeat if size == args.baseline_size else 1):
+                r = measure(kind, raster, Path(d) / f"{kind}{size}-{len(rows)}.gpkg")
                 r.update(kind=kind, size=size, mp_s=size * size / 1e6 / r["seconds"])
                 rows.append(r)
                 print(f"{kind:9s} {size:6d}^2  {r['features']:8d} features  "
                       f"{r['seconds']:8.1f} s  {r['mp_s']:6.2f} MP/s  "
                       f"peak RSS {r['peak_rss_mb']:7.1f} MB", flush=True)  # fmt: skip
+    best = {}
+    for r in rows:  # the fastest of the repeated runs; RSS is the same in each
+        key = (r["kind"], r["size"])
+        if key not in best or r["seconds"] < best[key]["seconds"]:
+            best[key] = r
+    rows = list(best.values())
     ours = {r["size"]: r for r in rows if r["kind"] == "geopsp"}
     small, big = min(ours), max(ours)
     ratio = ours[big]["peak_rss_mb"] / ours[small]["peak_rss_mb"]

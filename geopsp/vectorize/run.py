@@ -27,6 +27,7 @@ from geopsp.vectorize.write import VectorWriter, driver_for
 
 log = logging.getLogger(__name__)
 BATCH = 5000
+GDAL_CACHE_MB = 16  # each block is read once: a small cache keeps RSS flat with raster size
 
 
 @dataclass
@@ -198,11 +199,13 @@ def vectorize(source: str, output: str, options: VectorizeOptions) -> VectorizeS
     """
     from geopsp.core.class_raster import read_classes
 
+    import rasterio
+
     check_options(options)
     driver_for(output)
     check_writable(output, options.overwrite)
     start = time.perf_counter()
-    with inputs.open_class_raster(source) as src:
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), inputs.open_class_raster(source) as src:
         table = read_classes(src)
         classes = inputs.parse_classes(options.classes, table)
         out_crs = _out_crs(src, options)
