@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ["README.md", "docs/export-chips.md", "docs/train.md", "docs/classify.md", "docs/info.md"]
+PAGES = ["README.md", "docs/export-chips.md", "docs/train.md", "docs/classify.md", "docs/info.md",
+         "docs/vectorize.md"]  # fmt: skip
 BLOCK = re.compile(r"^```bash\n(.*?)^```", re.S | re.M)
 
 
