@@ -197,9 +197,9 @@ def vectorize(source: str, output: str, options: VectorizeOptions) -> VectorizeS
     -------
     VectorizeSummary
     """
-    from geopsp.core.class_raster import read_classes
-
     import rasterio
+
+    from geopsp.core.class_raster import read_classes
 
     check_options(options)
     driver_for(output)

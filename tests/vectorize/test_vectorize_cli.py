@@ -152,3 +152,26 @@ def test_interrupted_run_leaves_nothing(class_raster, tmp_path, monkeypatch, ext
     res = invoke("vectorize", class_raster(), "-o", out, "--block-size", 16)
     assert res.exit_code == 130
     assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.tif"]
+
+
+def test_killed_run_leaves_nothing_at_out(tmp_path):
+    """SIGKILL in the middle of a run: no OUT (the parts were still in a hidden folder)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = write_classes(tmp_path / "big.tif", np.tile(blobs(seed=1), (12, 8)))
+    out = tmp_path / "o.shp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "geopsp", "-q", "vectorize", str(src), "-o", str(out),
+           "--block-size", "64"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not leftovers(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not any(out.with_suffix(s).exists() for s in (".shp", ".shx", ".dbf", ".prj"))
