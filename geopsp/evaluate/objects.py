@@ -136,8 +136,9 @@ def score_objects(
     return ObjectResult(per_class, overall, threshold)
 
 
-def _raster_objects(address: str, crs=None) -> tuple[np.ndarray, np.ndarray, object, list]:
-    """Connected regions of a class raster: geometries (in ``crs``), values, CRS, class table."""
+def _raster_objects(address: str, crs=None) -> tuple[np.ndarray, np.ndarray, object, list, tuple]:
+    """Connected regions of a class raster: geometries (in ``crs``), values, CRS, class table
+    and the raster's bounds in that CRS."""
     from geopsp.core.class_raster import read_classes
     from geopsp.vectorize.inputs import block_reader, open_class_raster
     from geopsp.vectorize.polygonize import polygonize_blocks
@@ -152,7 +153,8 @@ def _raster_objects(address: str, crs=None) -> tuple[np.ndarray, np.ndarray, obj
         geoms = frames.to_crs(np.array([f.geometry for f in feats], dtype=object))
         values = np.array([f.value for f in feats], dtype=np.int64)
         keep = (values != 0) & (values != IGNORE)
-        return geoms[keep], values[keep], frames.crs, table
+        outline = frames.to_crs(np.array([shapely.box(0, 0, src.width, src.height)]))[0]
+        return geoms[keep], values[keep], frames.crs, table, outline
 
 
 def _vector_objects(address: str, layer: str | None):
@@ -207,7 +209,8 @@ def evaluate_objects(
         them; without it every feature is the reference's single class).
     reference : str
         Reference objects: a vector (each feature one object; ``class_field``/``layer`` as in
-        pixel evaluation) or a label raster (its connected regions).
+        pixel evaluation) or a label raster (its connected regions). With a raster
+        prediction, reference objects whose interior point lies outside it are left out.
     buffer : float, optional
         Buffer line/point references by this distance (prediction CRS units).
     iou : float
@@ -224,8 +227,9 @@ def evaluate_objects(
 
     if not 0 < iou <= 1:
         raise UsageError(f"--iou must be in (0, 1], got {iou}")
+    extent = None
     if is_raster(prediction):
-        pred, pred_values, crs, table = _raster_objects(prediction)
+        pred, pred_values, crs, table, extent = _raster_objects(prediction)
     else:
         pred, pred_values, crs, names = _vector_objects(prediction, None)
         items = [{"value": v, "name": n} for v, n in sorted(names.items()) if 0 <= v < IGNORE]
@@ -238,7 +242,10 @@ def evaluate_objects(
         if buffer:
             ref = shapely.buffer(ref, buffer)
     else:
-        ref, ref_values, _, _ = _raster_objects(reference, crs)
+        ref, ref_values, _, _, _ = _raster_objects(reference, crs)
+    if extent is not None:  # only reference objects in the mapped area can be found
+        inside = shapely.within(shapely.point_on_surface(ref), extent)
+        ref, ref_values = ref[inside], ref_values[inside]
     if not table and source.classes and len(set(map(int, pred_values))) <= 1:
         # A vector without a class column: its objects are the reference's single class.
         only = [c.value for c in source.classes if c.value != 0]

@@ -124,3 +124,25 @@ def test_evaluate_objects_cli_on_spacenet_buildings(atlanta, tmp_path):
     assert "Overall accuracy" not in res.output
     line = next(ln for ln in res.output.splitlines() if ln.startswith("building"))
     assert line.split()[2:5] == [str(obj["predicted"]), str(obj["reference"]), str(obj["tp"])]
+
+
+def test_reference_objects_outside_a_raster_prediction_are_left_out(tmp_path):
+    from robustness.conftest import write_vector
+    from vectorize.conftest import write_classes
+
+    from geopsp.evaluate.objects import evaluate_objects
+
+    arr = np.zeros((20, 20), dtype=np.uint8)
+    arr[4:10, 4:10] = 1  # 3 x 3 m at 0.5 m pixels
+    x0, y0 = 500000.0, 4000000.0
+    table = [{"value": 0, "name": "background"}, {"value": 1, "name": "building"}]
+    pred = write_classes(tmp_path / "p.tif", arr, origin=(x0, y0), classes=table)
+    inside = shapely.box(x0 + 2, y0 - 5, x0 + 5, y0 - 2)  # the predicted square exactly
+    outside = shapely.box(x0 + 50, y0 - 5, x0 + 53, y0 - 2)  # beyond the raster's 10 m
+    ref = write_vector(tmp_path / "r.gpkg", [inside, outside], crs="EPSG:32616")
+    s = evaluate_objects(str(pred), str(ref)).per_class[0]
+    assert (s.predicted, s.reference, s.tp) == (1, 1, 1) and s.mean_iou == pytest.approx(1.0)
+    vec = tmp_path / "p.gpkg"
+    write_vector(vec, [inside], crs="EPSG:32616")
+    s = evaluate_objects(str(vec), str(ref)).per_class[0]  # polygons: no extent to clip to
+    assert (s.predicted, s.reference, s.tp) == (1, 2, 1)
