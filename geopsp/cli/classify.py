@@ -153,7 +153,8 @@ def command(ctx: click.Context, inputs, model, output, tile_size, overlap, batch
         from geopsp.vectorize.run import VectorizeOptions, check_polygon_output
 
         vec = VectorizeOptions(**shaping_values(polygon_options, "polygon_"), confidence=confidence,
-                               overwrite=overwrite, progress=options.progress)  # fmt: skip
+                               overwrite=overwrite, progress=options.progress,
+                               option_prefix="polygon-")  # fmt: skip
         check_polygon_output(polygons, vec, len(inputs))  # before minutes of classification
     summaries = classify(list(inputs), model, output, options, device=device, amp=amp)
     if opt.env_rank() == 0:

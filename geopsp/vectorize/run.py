@@ -51,6 +51,7 @@ class VectorizeOptions:
     block_size: int = 1024
     overwrite: bool = False
     progress: bool = False
+    option_prefix: str = ""  # how messages name the options ("polygon-" for classify)
 
 
 @dataclass
@@ -73,14 +74,20 @@ class VectorizeSummary:
         )
 
 
+def _flag(options: VectorizeOptions, name: str) -> str:
+    return f"--{options.option_prefix}{name.replace('_', '-')}"
+
+
 def check_options(options: VectorizeOptions) -> None:
     """Refuse impossible option values before any work (exit code 2)."""
     if options.connectivity not in (4, 8):
-        raise UsageError(f"--connectivity must be 4 or 8, got {options.connectivity}")
+        raise UsageError(
+            f"{_flag(options, 'connectivity')} must be 4 or 8, got {options.connectivity}"
+        )
     for name in ("min_area", "fill_holes", "simplify"):
         v = getattr(options, name)
         if v is not None and not v > 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be > 0, got {v}")
+            raise UsageError(f"{_flag(options, name)} must be > 0, got {v}")
     if options.block_size < 16:
         raise UsageError(f"--block-size must be at least 16 pixels, got {options.block_size}")
 
@@ -93,18 +100,23 @@ def _out_crs(src, options: VectorizeOptions):
     try:
         crs = CRS.from_user_input(options.dst_crs) if options.dst_crs else src.crs
     except CRSError as exc:
-        raise UsageError(f"--dst-crs {options.dst_crs!r} is not a CRS ({exc})") from None
+        raise UsageError(
+            f"{_flag(options, 'dst_crs')} {options.dst_crs!r} is not a CRS ({exc})"
+        ) from None
     if crs.is_geographic:
-        asked = [f"--{n.replace('_', '-')}" for n in ("min_area", "fill_holes", "simplify")
-                 if getattr(options, n) is not None] + (["--regularize"] if options.regularize else [])  # fmt: skip
+        asked = [_flag(options, n) for n in ("min_area", "fill_holes", "simplify", "regularize")
+                 if getattr(options, n) not in (None, False)]  # fmt: skip
         if asked:
+            verb = "needs" if len(asked) == 1 else "need"
             raise UsageError(
-                f"{' and '.join(asked)} {'needs' if len(asked) == 1 else 'need'} lengths in metres but the CRS is geographic "
-                "(degrees); give --dst-crs with a projected CRS, e.g. the UTM zone"
+                f"{' and '.join(asked)} {verb} lengths in metres, but the CRS is geographic "
+                f"(degrees); give {_flag(options, 'dst_crs')} with a projected CRS such as "
+                "the UTM zone"
             )
         log.warning(
             "the CRS is geographic: area is in square degrees and perimeter in degrees; "
-            "use --dst-crs with a projected CRS for metres"
+            "use %s with a projected CRS for metres",
+            _flag(options, "dst_crs"),
         )
     return crs
 

@@ -62,5 +62,5 @@ def test_polygons_refused_before_classifying(scene, tmp_path):
     assert_clean_error(res, 2, "one INPUT")
     res = invoke("classify", image, "-m", model, "-o", tmp_path / "c.tif",
                  "--polygons", tmp_path / "q.gpkg", "--polygon-min-area", "0")  # fmt: skip
-    assert_clean_error(res, 2, "--min-area")
+    assert_clean_error(res, 2, "--polygon-min-area")
     assert not leftovers(tmp_path) and np.all([p.name == "p.gpkg" for p in tmp_path.iterdir()])
