@@ -136,27 +136,6 @@ def score_objects(
     return ObjectResult(per_class, overall, threshold)
 
 
-def _raster_objects(address: str, crs=None) -> tuple[np.ndarray, np.ndarray, object, list, tuple]:
-    """Connected regions of a class raster: geometries (in ``crs``), values, CRS, class table
-    and the raster's bounds in that CRS."""
-    from geopsp.core.class_raster import read_classes
-    from geopsp.vectorize.inputs import block_reader, open_class_raster
-    from geopsp.vectorize.polygonize import polygonize_blocks
-    from geopsp.vectorize.run import VectorizeOptions, _Frames
-
-    with open_class_raster(address) as src:
-        table = read_classes(src) or []
-        opts = VectorizeOptions(dst_crs=crs.to_wkt() if crs is not None else None)
-        frames = _Frames(src, crs or src.crs, {}, opts)
-        feats = list(polygonize_blocks(src.width, src.height, 1024,
-                                       block_reader(src, None, None)))  # fmt: skip
-        geoms = frames.to_crs(np.array([f.geometry for f in feats], dtype=object))
-        values = np.array([f.value for f in feats], dtype=np.int64)
-        keep = (values != 0) & (values != IGNORE)
-        outline = frames.to_crs(np.array([shapely.box(0, 0, src.width, src.height)]))[0]
-        return geoms[keep], values[keep], frames.crs, table, outline
-
-
 def _vector_objects(address: str, layer: str | None):
     """Features of a predicted vector: geometries, ``class`` values (1 without), CRS, table."""
     import geopandas as gpd
@@ -177,6 +156,24 @@ def _vector_objects(address: str, layer: str | None):
     else:
         values, table = np.ones(len(gdf), dtype=np.int64), {}
     return geoms, values, gpd.GeoSeries([], crs=gdf.crs).crs, table
+
+
+def _reference_objects(reference, layer, class_field, table, buffer, crs):
+    """The reference's label source, its objects in ``crs`` and their class values."""
+    import geopandas as gpd
+
+    from geopsp.labels.rasterize import open_labels
+    from geopsp.vectorize.regions import raster_regions
+
+    source = open_labels(reference, layer=layer, class_field=class_field,
+                         classes=table or None, buffer=buffer)  # fmt: skip
+    if source.kind == "vector":
+        ref = gpd.GeoSeries(source.geometries, crs=source.crs).to_crs(crs).values.to_numpy()
+        if buffer:
+            ref = shapely.buffer(ref, buffer)
+        return source, ref, np.asarray(source.values, dtype=np.int64)
+    r = raster_regions(reference, crs)
+    return source, r["geometries"], r["values"]
 
 
 def is_raster(address: str) -> bool:
@@ -220,29 +217,22 @@ def evaluate_objects(
     -------
     ObjectResult
     """
-    import geopandas as gpd
-
     from geopsp.core.classes import from_dicts
-    from geopsp.labels.rasterize import open_labels
+    from geopsp.vectorize.regions import raster_regions
 
     if not 0 < iou <= 1:
         raise UsageError(f"--iou must be in (0, 1], got {iou}")
     extent = None
     if is_raster(prediction):
-        pred, pred_values, crs, table, extent = _raster_objects(prediction)
+        r = raster_regions(prediction)
+        pred, pred_values, crs, table, extent = (
+            r["geometries"], r["values"], r["crs"], r["classes"], r["outline"]
+        )  # fmt: skip
     else:
         pred, pred_values, crs, names = _vector_objects(prediction, None)
         items = [{"value": v, "name": n} for v, n in sorted(names.items()) if 0 <= v < IGNORE]
         table = from_dicts(items) if items else None
-    source = open_labels(reference, layer=layer, class_field=class_field,
-                         classes=table or None, buffer=buffer)  # fmt: skip
-    if source.kind == "vector":
-        ref = gpd.GeoSeries(source.geometries, crs=source.crs).to_crs(crs).values.to_numpy()
-        ref_values = np.asarray(source.values, dtype=np.int64)
-        if buffer:
-            ref = shapely.buffer(ref, buffer)
-    else:
-        ref, ref_values, _, _, _ = _raster_objects(reference, crs)
+    source, ref, ref_values = _reference_objects(reference, layer, class_field, table, buffer, crs)
     if extent is not None:  # only reference objects in the mapped area can be found
         inside = shapely.within(shapely.point_on_surface(ref), extent)
         ref, ref_values = ref[inside], ref_values[inside]

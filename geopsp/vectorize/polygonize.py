@@ -51,6 +51,22 @@ class Block:
     conf_valid: np.ndarray | None = None
 
 
+def pixel_to_map(geoms: np.ndarray, transform) -> np.ndarray:
+    """Pixel-space geometries (x: column, y: row) in the raster's CRS.
+
+    The same arithmetic as GDAL's polygonizer (``gt0 + col * gt1 + row * gt2``), so the
+    coordinates are those of polygonizing with the transform.
+    """
+    t = transform
+
+    def affine(xy: np.ndarray) -> np.ndarray:
+        x = t.c + xy[:, 0] * t.a + xy[:, 1] * t.b
+        y = t.f + xy[:, 0] * t.d + xy[:, 1] * t.e
+        return np.column_stack([x, y])
+
+    return shapely.transform(geoms, affine)
+
+
 def block_grid(width: int, height: int, size: int) -> list[tuple[int, int, int, int]]:
     """``(col, row, width, height)`` of the square blocks covering a raster, row by row."""
     return [

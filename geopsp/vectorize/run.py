@@ -22,7 +22,7 @@ from geopsp.core.atomic import check_writable
 from geopsp.core.errors import UsageError
 from geopsp.core.progress import bar
 from geopsp.vectorize import inputs, shape
-from geopsp.vectorize.polygonize import BlockPolygonizer, Feature, block_grid
+from geopsp.vectorize.polygonize import BlockPolygonizer, Feature, block_grid, pixel_to_map
 from geopsp.vectorize.write import VectorWriter, driver_for
 
 log = logging.getLogger(__name__)
@@ -145,15 +145,7 @@ class _Frames:
         self.pixel = probe.area**0.5 if self.reproject else px
 
     def to_crs(self, geoms: np.ndarray) -> np.ndarray:
-        t = self.t
-
-        def affine(xy: np.ndarray) -> np.ndarray:
-            # The same arithmetic as GDAL's polygonizer: gt0 + col * gt1 + row * gt2.
-            x = t.c + xy[:, 0] * t.a + xy[:, 1] * t.b
-            y = t.f + xy[:, 0] * t.d + xy[:, 1] * t.e
-            return np.column_stack([x, y])
-
-        out = shapely.transform(geoms, affine)
+        out = pixel_to_map(geoms, self.t)
         return shapely.transform(out, self.reproject) if self.reproject else out
 
     def frame(self, feats: list[Feature]):
