@@ -89,3 +89,28 @@ def test_confidence_mean_over_merged_pieces():
     feats = {f.value: f for f in polygonize_blocks(6, 6, 3, read)}
     assert feats[1].confidence == pytest.approx(conf[1:5, 1:5].mean())
     assert feats[0].confidence == pytest.approx(conf[a == 0].mean())
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    size=st.integers(3, 12),
+    x0=st.floats(-1e6, 1e6),
+    y0=st.floats(-1e6, 1e7),
+    res=st.sampled_from([0.1, 0.3, 0.5, 10.0, 30.0, 1 / 3]),
+)
+def test_map_coordinates_equal_gdal_polygonizing_with_the_transform(seed, size, x0, y0, res):
+    from rasterio.transform import from_origin
+
+    from geopsp.vectorize.polygonize import pixel_to_map
+
+    values = np.random.default_rng(seed).integers(0, 3, (20, 17)).astype(np.uint8)
+    tr = from_origin(x0, y0, res, res)
+    expected = sorted(
+        (int(v), shapely.normalize(shapely.make_valid(shapely.geometry.shape(g))).wkb)
+        for g, v in shapes(values, transform=tr)
+    )
+    feats = polygonize_array(values, block_size=size)
+    geoms = pixel_to_map(np.array([f.geometry for f in feats], dtype=object), tr)
+    got = sorted((f.value, shapely.normalize(g).wkb) for f, g in zip(feats, geoms, strict=True))
+    assert got == expected
