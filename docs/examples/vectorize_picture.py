@@ -73,7 +73,7 @@ def draw(plain: Path, shaped: Path, png: Path) -> None:
         b = src.bounds
     lo, hi = np.percentile(band.compressed(), [2, 98])
     view = (b.left, b.left + 300, b.top - 300, b.top)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 6.4), dpi=100, sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 6.4), dpi=80, sharey=True)
     ref = gpd.read_file(FOOTPRINTS)
     for ax, path, title in zip(axes, (plain, shaped), ("pixel outlines (vectorize)",
                                "--simplify 0.5 --regularize"), strict=True):  # fmt: skip
