@@ -175,3 +175,16 @@ def test_killed_run_leaves_nothing_at_out(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not any(out.with_suffix(s).exists() for s in (".shp", ".shx", ".dbf", ".prj"))
+
+
+def test_truncated_raster_is_one_line_and_no_output(tmp_path):
+    big = np.tile(blobs(seed=2), (4, 4))
+    # Striped and uncompressed, without tags (so GDAL writes the header first): half the
+    # file is half the pixels.
+    src = write_classes(tmp_path / "t.tif", big, classes=None)
+    data = src.read_bytes()
+    src.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "o.gpkg"
+    res = invoke("vectorize", src, "-o", out, "--block-size", 64)
+    assert_clean_error(res, 1, "truncated or corrupt")
+    assert not out.exists() and not leftovers(tmp_path)
