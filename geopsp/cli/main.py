@@ -22,6 +22,10 @@ COMMANDS = {
     "classify": ("geopsp.cli.classify", "Classify rasters of any size with a trained model."),
     "evaluate": ("geopsp.cli.evaluate", "Score a classified raster against reference labels."),
     "info": ("geopsp.cli.info", "Describe a geopsp model file."),
+    "export-model": (
+        "geopsp.cli.export_model",
+        "Export a model for ArcGIS Pro (.dlpk), ONNX/QGIS or a STAC catalog.",
+    ),
 }
 
 log = logging.getLogger("geopsp")
