@@ -157,6 +157,16 @@ def resolution_cm(resolution: Any, crs: Any) -> float | None:
     return round(float(res) * float(factor) * 100.0, 6)
 
 
+def _torchscript_exporter() -> dict:
+    """``dynamo=False`` where torch has the choice (2.5+; the default since 2.9 is the
+    torch.export-based exporter, which needs onnxscript); older torch only has TorchScript."""
+    import inspect
+
+    import torch
+
+    return {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+
+
 def write_onnx(
     output: str | os.PathLike, predictor: Any, tile: int, overlap: int, options: ExportOptions
 ) -> str:
@@ -192,9 +202,10 @@ def write_onnx(
                 # deprecation notice: both expected, neither actionable for the user.
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
-                    net, (x,), str(tmp), opset_version=options.opset, dynamo=False,
+                    net, (x,), str(tmp), opset_version=options.opset,
                     input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                     dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                    **_torchscript_exporter(),
                 )  # fmt: skip
         except Exception as exc:  # any exporter failure: the graph has no ONNX form
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -157,7 +157,9 @@ def export_model(
 def require_onnx() -> None:
     """Fail early, with the install command, when the onnx package is missing."""
     if importlib.util.find_spec("onnx") is None:
-        raise ExportError("ONNX export needs the onnx package: pip install 'onnx>=1.15'")
+        raise ExportError(
+            "ONNX export needs the onnx package: pip install 'geopsp[onnx]' (or 'onnx>=1.15')"
+        )
 
 
 def default_name(model: str | os.PathLike) -> str:
