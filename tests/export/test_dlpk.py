@@ -143,3 +143,35 @@ def test_raster_function_matches_geopsp_classify(everest, everest_model, tmp_pat
     # edge agrees; only the order of float additions differs.
     assert (arcgis == geopsp).mean() >= 0.999
     assert set(np.unique(arcgis)) == set(np.unique(geopsp)) == {0, 1}
+
+
+def test_raster_function_needs_no_gis_packages(tiny_model, tmp_path):
+    """Run in a fresh interpreter, the packaged function classifies a block without importing
+    GDAL bindings, rasterio, geopandas, shapely, click or matplotlib: Pro's Python needs only
+    torch and geopsp's model dependencies (docs/export-model.md)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "m.dlpk"
+    export_model(tiny_model, out)
+    emd = unpack_dlpk(out, tmp_path / "unpacked")
+    script = f"""
+import sys, numpy as np
+sys.path.insert(0, {str(emd.parent)!r})
+from GeopspClassifier import GeopspClassifier
+f = GeopspClassifier()
+f.initialize(model={str(emd)!r}, device=-1)
+f.getParameterInfo()
+c = f.getConfiguration()
+f.updateRasterInfo(output_info={{}})
+px = np.full((3, c["ty"] + 2 * c["padding"], c["tx"] + 2 * c["padding"]), 90, np.uint8)
+r = f.updatePixels((0, 0), (c["ty"], c["tx"]), {{"pixelType": "u1"}}, raster_pixels=px,
+                   raster_mask=np.ones_like(px))
+assert r["output_pixels"].shape == (c["ty"], c["tx"])
+gis = {{"rasterio", "geopandas", "pyogrio", "shapely", "osgeo", "fiona", "click", "matplotlib"}}
+print(sorted(m for m in sys.modules if m.split(".")[0] in gis))
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"
