@@ -65,8 +65,10 @@ def write_arch_model(path, **arch):
 
 @pytest.mark.parametrize(
     "arch",
-    [{"decoder": "upsample", "pointrend": False},
-     {"decoder": "fpn", "pointrend": True, "pyramid_sizes": [1, 2, 5, 7]}],  # fmt: skip
+    [
+        {"decoder": "upsample", "pointrend": False},
+        {"decoder": "fpn", "pointrend": True, "pyramid_sizes": [1, 2, 5, 7]},
+    ],  # fmt: skip
     ids=["upsample", "fpn-pointrend"],
 )
 def test_onnxruntime_matches_torch(arch, everest, tmp_path, one_torch_thread):
@@ -128,9 +130,7 @@ def test_trained_model_on_sample_tiles_and_deepness_preprocessing(everest, evere
     # Deepness: NHWC uint8 tiles, x / 255, then (x - mean) / std with the stored values.
     nhwc = raw.transpose(0, 2, 3, 1)
     pre = np.float32(nhwc * (1.0 / 255.0))
-    pre = (pre - np.float32(meta["standardization_mean"])) / np.float32(
-        meta["standardization_std"]
-    )
+    pre = (pre - np.float32(meta["standardization_mean"])) / np.float32(meta["standardization_std"])
     pre = pre.transpose(0, 3, 1, 2).astype(np.float32)
     assert_same(sess.run(None, {name: pre})[0], ref)
 
