@@ -92,7 +92,7 @@ def export_targets(metadata: dict) -> list[tuple[str, str]]:
     if not norm.get("mean") or not norm.get("std") or not metadata.get("classes"):
         return [(f, "not possible: the model lacks band normalization or classes") for f in FORMATS]
     onnx_note = "QGIS Deepness, any ONNX runtime (opset <= 17)"
-    if importlib.util.find_spec("onnx") is None:
+    if not _importable("onnx"):
         onnx_note += "; needs the onnx package (pip install onnx)"
     return [
         ("dlpk", "ArcGIS Pro, Classify Pixels Using Deep Learning"),
@@ -154,12 +154,21 @@ def export_model(
     return ExportSummary(str(output), fmt, tile, detail)
 
 
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a module set to None in sys.modules
+        return False
+
+
 def require_onnx() -> None:
     """Fail early, with the install command, when the onnx package is missing."""
-    if importlib.util.find_spec("onnx") is None:
+    try:
+        import onnx  # noqa: F401
+    except ImportError as exc:
         raise ExportError(
             "ONNX export needs the onnx package: pip install 'geopsp[onnx]' (or 'onnx>=1.15')"
-        )
+        ) from exc
 
 
 def default_name(model: str | os.PathLike) -> str:

@@ -48,6 +48,41 @@ def class_name(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z_-]", "_", name) or "class"
 
 
+def model_input(predictor: Any, band_names: list[str], tile: int) -> dict:
+    """The ``mlm:input`` object: bands, shape, z-score value scaling per band."""
+    return {
+        "name": "normalized bands",
+        "bands": band_names,
+        "input": {"shape": [-1, predictor.n_bands, tile, tile],
+                  "dim_order": ["batch", "bands", "height", "width"], "data_type": "float32"},
+        "value_scaling": [{"type": "z-score", "mean": float(m), "stddev": float(s)}
+                          for m, s in zip(predictor.mean, predictor.std, strict=True)],
+        "resize_type": None,
+        "description": f"Source bands {', '.join(band_names)}, z-scored; height and width any "
+                       f"multiple of {predictor.size_multiple} ({tile} is geopsp classify's "
+                       "default tile); nodata pixels set to 0 after scaling",
+    }  # fmt: skip
+
+
+def model_output(predictor: Any, tile: int) -> dict:
+    """The ``mlm:output`` object: logits per class, with the classes as class objects."""
+    classes = [
+        {"value": int(c.value), "name": class_name(c.name), "description": c.name,
+         "color_hint": "{:02X}{:02X}{:02X}".format(*c.color)}
+        for c in predictor.classes
+    ]  # fmt: skip
+    k = len(classes)
+    return {
+        "name": "class logits",
+        "tasks": ["semantic-segmentation"],
+        "result": {"shape": [-1, k, tile, tile],
+                   "dim_order": ["batch", "channel", "height", "width"], "data_type": "float32"},
+        "classification:classes": classes,
+        "description": "Logits of the network; softmax gives class probabilities, and "
+                       "channel i is class value classification:classes[i].value",
+    }  # fmt: skip
+
+
 def stac_item(model: str | os.PathLike, output: str | os.PathLike, predictor: Any,
               n_params: int, tile: int, name: str) -> dict:  # fmt: skip
     """The STAC Item of ``model``; the asset's ``href`` is relative to ``output``'s folder."""
@@ -56,18 +91,14 @@ def stac_item(model: str | os.PathLike, output: str | os.PathLike, predictor: An
     md = predictor.metadata
     arch = md["architecture"]
     band_names = [f"band_{b}" for b in md.get("bands") or range(1, predictor.n_bands + 1)]
-    k = len(predictor.classes)
-    classes = [
-        {"value": int(c.value), "name": class_name(c.name), "description": c.name,
-         "color_hint": "{:02X}{:02X}{:02X}".format(*c.color)}
-        for c in predictor.classes
-    ]  # fmt: skip
     model_path = Path(model).resolve()
     href = os.path.relpath(model_path, Path(output).resolve().parent).replace(os.sep, "/")
     created = dt.datetime.fromtimestamp(model_path.stat().st_mtime, dt.UTC)
+    weights = (md.get("train_config") or {}).get("encoder_weights")
     props = {
         "datetime": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "description": f"geopsp PSPNet ({arch['backbone']}) for {k}-class semantic segmentation",
+        "description": f"geopsp PSPNet ({arch['backbone']}) for "
+                       f"{len(predictor.classes)}-class semantic segmentation",
         "bands": [{"name": n} for n in band_names],
         "mlm:name": name,
         "mlm:architecture": "PSPNet",
@@ -75,56 +106,28 @@ def stac_item(model: str | os.PathLike, output: str | os.PathLike, predictor: An
         "mlm:framework": "PyTorch",
         "mlm:framework_version": semver(torch.__version__),
         "mlm:total_parameters": int(n_params),
-        "mlm:pretrained": (md.get("train_config") or {}).get("encoder_weights") not in
-                          (None, "none"),
+        "mlm:pretrained": weights not in (None, "none"),
         "mlm:batch_size_suggestion": 4,
         "mlm:accelerator": "cuda",
         "mlm:accelerator_constrained": False,
-        "mlm:input": [{
-            "name": "normalized bands",
-            "bands": band_names,
-            "input": {"shape": [-1, predictor.n_bands, tile, tile],
-                      "dim_order": ["batch", "bands", "height", "width"],
-                      "data_type": "float32"},
-            "value_scaling": [{"type": "z-score", "mean": float(m), "stddev": float(s)}
-                              for m, s in zip(predictor.mean, predictor.std, strict=True)],
-            "resize_type": None,
-            "description": f"Source bands {', '.join(band_names)}, z-scored; height and width "
-                           f"any multiple of {predictor.size_multiple} ({tile} is geopsp "
-                           "classify's default tile); nodata pixels set to 0 after scaling",
-        }],
-        "mlm:output": [{
-            "name": "class logits",
-            "tasks": ["semantic-segmentation"],
-            "result": {"shape": [-1, k, tile, tile],
-                       "dim_order": ["batch", "channel", "height", "width"],
-                       "data_type": "float32"},
-            "classification:classes": classes,
-            "description": "Logits of the network; softmax gives class probabilities, and "
-                           "channel i is class value classification:classes[i].value",
-        }],
+        "mlm:input": [model_input(predictor, band_names, tile)],
+        "mlm:output": [model_output(predictor, tile)],
         "mlm:hyperparameters": _hyperparameters(md),
         "geopsp:metrics": md.get("metrics") or {},
         "geopsp:metadata": md,
     }  # fmt: skip
-    return {
-        "type": "Feature",
-        "stac_version": STAC_VERSION,
-        "stac_extensions": [MLM, CLASSIFICATION],
-        "id": name.replace(" ", "_"),
-        "geometry": None,
-        "properties": props,
-        "links": [],
-        "assets": {
-            "model": {
-                "href": href,
-                "type": "application/octet-stream; application=safetensors",
-                "title": f"geopsp model file ({model_path.name})",
-                "roles": ["mlm:model", "mlm:weights"],
-                "mlm:artifact_type": ARTIFACT_TYPE,
-            }
-        },
+    asset = {
+        "href": href,
+        "type": "application/octet-stream; application=safetensors",
+        "title": f"geopsp model file ({model_path.name})",
+        "roles": ["mlm:model", "mlm:weights"],
+        "mlm:artifact_type": ARTIFACT_TYPE,
     }
+    return {
+        "type": "Feature", "stac_version": STAC_VERSION, "stac_extensions": [MLM, CLASSIFICATION],
+        "id": name.replace(" ", "_"), "geometry": None, "properties": props, "links": [],
+        "assets": {"model": asset},
+    }  # fmt: skip
 
 
 def _hyperparameters(md: dict) -> dict:

@@ -95,3 +95,28 @@ def test_pointrend_at_an_opset_without_gridsample(tmp_path):
     result = invoke("export-model", model, "-o", out, "--opset", "15")
     assert_clean_error(result, 1, "PointRend", "opset 16")
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_onnx_package_missing(tiny_model, tmp_path):
+    """Without the onnx package: one line saying how to install it, exit 1, nothing written;
+    ``info`` says the same of the onnx target."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "m.onnx"
+    script = (
+        "import sys; sys.modules['onnx'] = None\n"  # as if onnx were not installed
+        "from geopsp.cli.main import cli\n"
+        "cli(sys.argv[1:], prog_name='geopsp')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script, "export-model", str(tiny_model), "-o",
+                        str(out)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "Error: ONNX export needs the onnx package: pip install 'geopsp[onnx]' (or 'onnx>=1.15')"
+    ]
+    assert not out.exists() and leftovers(tmp_path) == []
+    r = subprocess.run([sys.executable, "-c", script, "info", str(tiny_model)],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "needs the onnx package" in r.stdout
