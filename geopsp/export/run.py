@@ -132,7 +132,9 @@ def export_model(
         raise UsageError(f"--batch-size must be at least 1, got {options.batch_size}")
     if not MIN_OPSET <= options.opset <= MAX_OPSET:
         raise UsageError(f"--opset must be {MIN_OPSET} to {MAX_OPSET}, got {options.opset}")
-    if Path(output).exists() and os.path.samefile(output, model):
+    if Path(output).is_dir():
+        raise UsageError(f"{output} is a folder; give the export's file name")
+    if _same_file(output, model):
         raise UsageError(f"{output} is the model file; write the export to another file")
     check_writable(output, options.overwrite)
     if fmt == "onnx":
@@ -152,6 +154,13 @@ def export_model(
 
         detail = write_stac(model, output, predictor, tile, options)
     return ExportSummary(str(output), fmt, tile, detail)
+
+
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either does not exist
+        return False
 
 
 def _importable(name: str) -> bool:

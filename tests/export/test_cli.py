@@ -120,3 +120,20 @@ def test_onnx_package_missing(tiny_model, tmp_path):
                        capture_output=True, text=True, timeout=300)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "needs the onnx package" in r.stdout
+
+
+def test_output_that_is_a_folder(tiny_model, tmp_path):
+    folder = tmp_path / "out.json"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("x")
+    result = invoke("export-model", tiny_model, "-o", folder, "--overwrite")
+    assert_clean_error(result, 2, "is a folder")
+    assert (folder / "keep.txt").read_text() == "x"
+
+
+def test_missing_model(tmp_path):
+    out = tmp_path / "m.json"
+    out.write_text("{}")
+    result = invoke("export-model", tmp_path / "nope.safetensors", "-o", out, "--overwrite")
+    assert_clean_error(result, 1, "does not exist")
+    assert out.read_text() == "{}"

@@ -175,3 +175,28 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in gis))
                        timeout=300)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize(
+    "device, expected",
+    [(-2, "auto"), (-1, "cpu"), ("-1", "cpu"), (0, "cuda:0"), (1.0, "cuda:1"), (None, "auto")],
+)
+def test_arcgis_device_numbers(device, expected):
+    from geopsp.export.raster_function import torch_device
+
+    assert torch_device(device) == expected
+
+
+def test_block_origin_from_arcgis_properties():
+    from geopsp.export.raster_function import block_origin
+
+    props = {"extent": (500000.0, 3990000.0, 512000.0, 4000000.0), "cellSize": (30.0, 30.0),
+             "width": 400, "height": 333}  # fmt: skip
+    assert block_origin((500000.0 + 30 * 256, 4000000.0 - 30 * 512), (256, 256), props) == (
+        512,
+        256,
+        333,
+        400,
+    )
+    # Without the raster's properties the block is a raster of its own.
+    assert block_origin((0.0, 0.0), (256, 128), {"pixelType": "u1"}) == (0, 0, 256, 128)

@@ -146,3 +146,14 @@ def test_semver(version, expected, validator):
         "mlm:framework_version"
     ]["pattern"]
     assert re.match(pattern, semver(version))
+
+
+def test_export_targets_need_normalization_and_classes(tiny_model):
+    from geopsp.export import export_targets
+    from geopsp.models.modelfile import read_metadata
+
+    md = read_metadata(tiny_model)
+    assert [f for f, _ in export_targets(md)] == ["dlpk", "onnx", "stac"]
+    assert all("not possible" not in what for _, what in export_targets(md))
+    md["normalization"] = None
+    assert all("not possible" in what for _, what in export_targets(md))
