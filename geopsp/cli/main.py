@@ -23,6 +23,10 @@ COMMANDS = {
     "evaluate": ("geopsp.cli.evaluate", "Score a classified raster against reference labels."),
     "vectorize": ("geopsp.cli.vectorize", "Polygons per class out of a class raster."),
     "info": ("geopsp.cli.info", "Describe a geopsp model file."),
+    "export-model": (
+        "geopsp.cli.export_model",
+        "Export a model for ArcGIS Pro (.dlpk), ONNX/QGIS or a STAC catalog.",
+    ),
 }
 
 log = logging.getLogger("geopsp")
