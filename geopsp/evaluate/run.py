@@ -192,6 +192,7 @@ def evaluate(
             classes=table,
             unlabeled=unlabeled,
             buffer=buffer,
+            buffer_polygons=False,  # polygons are areas already: keep their drawn extent
         )
         if table is None and any(c.name != str(c.value) for c in source.classes if c.value):
             # Text classes are numbered 1..N in name order, which nothing ties to the values

@@ -276,3 +276,22 @@ def test_prediction_nodata_value_and_bad_inputs(tmp_path):
         dst.write(np.ones((1, 2, 3), dtype="float32"))
     with pytest.raises(InputError, match="integer class values"):
         evaluate(str(tmp_path / "f.tif"), q)
+
+
+def test_buffer_widens_lines_but_not_polygons(tmp_path):
+    import geopandas as gpd
+    from shapely.geometry import LineString, box
+
+    x0, y0 = 500000.0, 4000000.0
+    water = box(x0 + 20, y0 - 100, x0 + 120, y0 - 20)  # pixel edges: rows 2..9, columns 2..11
+    road = LineString([(x0 + 55, y0 - 205), (x0 + 245, y0 - 205)])  # centres of row 20, cols 5..24
+    gdf = gpd.GeoDataFrame({"landcover": ["water", "forest"]}, geometry=[water, road], crs=CRS)
+    gdf.to_file(tmp_path / "ref.gpkg", layer="labels", driver="GPKG")
+    truth = np.zeros((30, 32), dtype=np.uint8)
+    truth[2:10, 2:12] = 1
+    truth[20, 5:25] = 2  # the road buffered by 8 m: one row of 10 m pixels
+    pred = write_raster(tmp_path / "pred.tif", truth)
+
+    r = evaluate(pred, str(tmp_path / "ref.gpkg"), class_field="landcover", buffer=8.0)
+    assert r.matrix.sum() == 30 * 32
+    assert r.overall_accuracy == 1.0  # a buffered polygon would add a ring of water pixels
