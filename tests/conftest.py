@@ -182,6 +182,7 @@ def write_chip_folder(
             "band_count": bands,
             "mean": allpx.mean(axis=(0, 2, 3)).tolist(),
             "std": allpx.std(axis=(0, 2, 3)).tolist(),
+            "valid_pixels": n * size * size,
             "chip_size": size,
             "crs": "EPSG:32631",
             "resolution": [10.0, 10.0],

@@ -71,5 +71,4 @@ def _collect(
     os.replace(img, tmp / "images" / rec.name)
     os.replace(lab, tmp / "labels" / rec.name)
     records.append(rec)
-    if r.n:
-        stats.add(r.n, r.mean, r.m2, r.vmin, r.vmax)
+    stats.merge(r.stats)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from geopsp.core.band_stats import BandStats
 from geopsp.core.classes import IGNORE, ClassInfo
 from geopsp.core.errors import GeopspError, InputError
 from geopsp.labels.rasterize import LabelSource, rasterize_labels
@@ -40,11 +41,7 @@ class ChipResult:
     status: str
     nodata_fraction: float = 0.0
     counts: np.ndarray | None = None  # pixels per label value (256,)
-    n: int = 0  # valid pixels
-    mean: np.ndarray | None = None  # per band, over valid pixels
-    m2: np.ndarray | None = None  # per band sum of squared deviations
-    vmin: np.ndarray | None = None
-    vmax: np.ndarray | None = None
+    stats: BandStats | None = None  # band statistics over the chip's valid pixels
 
 
 _STATE: dict = {}
@@ -158,15 +155,8 @@ def _one_chip(ds, image_index, cand, col, row, labels, params: ChipParams) -> Ch
         return ChipResult(cand, "empty", nodata_fraction)
     img_path, lab_path = temp_names(params.workdir, cand)
     _write_chip(ds, img, has_data, label, tr, params, img_path, lab_path)
-    res = ChipResult(cand, "written", nodata_fraction, np.bincount(label.ravel(), minlength=256))
-    n = int(valid.sum())
-    res.n = n
-    if n:
-        vals = img[:, valid].astype(np.float64)
-        res.mean = vals.mean(axis=1)
-        res.m2 = ((vals - res.mean[:, None]) ** 2).sum(axis=1)
-        res.vmin, res.vmax = vals.min(axis=1), vals.max(axis=1)
-    return res
+    counts = np.bincount(label.ravel(), minlength=256)
+    return ChipResult(cand, "written", nodata_fraction, counts, BandStats.from_pixels(img[:, valid]))
 
 
 def _has_labels(label: np.ndarray) -> bool:
