@@ -153,9 +153,27 @@ def _load_config(path: str) -> dict:
     return out
 
 
+def _check_config_keys(ctx: click.Context, path: str, cfg: dict) -> None:
+    """Refuse keys that name no option of the command: a misspelt option would otherwise be
+    silently ignored and the run would use its default."""
+    import difflib
+
+    known = {p.name for p in ctx.command.params if p.expose_value and p.name}
+    for key in cfg:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise click.BadParameter(
+                f"{path}: unknown option {key!r} for {ctx.command.name}{hint}; "
+                "the keys are the command's option names",
+                param_hint="-c/--config",
+            )
+
+
 def _config_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value:
         cfg = _load_config(value)
+        _check_config_keys(ctx, value, cfg)
         ctx.default_map = {**(ctx.default_map or {}), **cfg}
     return value
 
