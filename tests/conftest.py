@@ -72,17 +72,16 @@ EVEREST_CHIP_SIZE = 64
 @pytest.fixture(scope="session")
 def everest_chips(everest, tmp_path_factory) -> Path:
     """A geopsp chip folder cut from the Everest sample: 64 px chips, no overlap, 20 % val."""
-    from geopsp.chips.export import export_chips
+    from geopsp.chips.export import ExportOptions, export_chips
 
     out = tmp_path_factory.mktemp("everest") / "chips"
     export_chips(
         [str(everest["image"])],
         str(everest["labels"]),
         str(out),
-        chip_size=EVEREST_CHIP_SIZE,
-        stride=EVEREST_CHIP_SIZE,
-        val_fraction=0.2,
-        seed=0,
+        ExportOptions(
+            chip_size=EVEREST_CHIP_SIZE, stride=EVEREST_CHIP_SIZE, val_fraction=0.2, seed=0
+        ),
     )
     return out
 

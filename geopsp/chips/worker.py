@@ -156,7 +156,9 @@ def _one_chip(ds, image_index, cand, col, row, labels, params: ChipParams) -> Ch
     img_path, lab_path = temp_names(params.workdir, cand)
     _write_chip(ds, img, has_data, label, tr, params, img_path, lab_path)
     counts = np.bincount(label.ravel(), minlength=256)
-    return ChipResult(cand, "written", nodata_fraction, counts, BandStats.from_pixels(img[:, valid]))
+    return ChipResult(
+        cand, "written", nodata_fraction, counts, BandStats.from_pixels(img[:, valid])
+    )
 
 
 def _has_labels(label: np.ndarray) -> bool:

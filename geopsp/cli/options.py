@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import fields
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
+
+T = TypeVar("T")
 
 overwrite = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 
@@ -113,6 +117,39 @@ def parse_creation_options(items: tuple[str, ...]) -> dict[str, str]:
         k, v = it.split("=", 1)
         out[k.strip().upper()] = v.strip()
     return out
+
+
+def build(cls: type[T], params: dict[str, Any], **parsed: Any) -> T:
+    """A command's typed options dataclass from click's parameters.
+
+    Each field takes the parameter of the same name; ``parsed`` gives the fields whose value
+    the command converted (``bands=parse_bands(...)``). A parameter without a field raises
+    ``TypeError``, so an option can never be dropped on its way to the library.
+    """
+    values = {**params, **parsed}
+    unknown = set(values) - {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field for {', '.join(sorted(unknown))}")
+    return cls(**values)
+
+
+def label_options(*, class_field_help: str, unlabeled_help: str, buffer_help: str):
+    """The label options of export-chips (training labels) and evaluate (reference labels):
+    the same names, types and checks; each command says what its labels are for."""
+    group = [
+        class_field(class_field_help),
+        layer,
+        unlabeled(unlabeled_help),
+        buffer(buffer_help),
+        all_touched,
+    ]
+
+    def apply(f):
+        for option in reversed(group):  # listed in --help in the order above
+            f = option(f)
+        return f
+
+    return apply
 
 
 def progress_enabled(ctx: click.Context) -> bool:

@@ -15,7 +15,7 @@ from rasterio.features import rasterize
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from geopsp.chips.export import export_chips
+from geopsp.chips.export import ExportOptions, export_chips
 from geopsp.cli.main import cli
 from geopsp.core.windows import offsets, window_grid
 
@@ -174,9 +174,7 @@ def test_atlanta_single_band_nodata_becomes_ignore(atlanta, atlanta_with_nodata,
         [str(atlanta_with_nodata)],
         str(atlanta["labels"]),
         str(out),
-        chip_size=128,
-        stride=128,
-        max_nodata=0.9,
+        ExportOptions(chip_size=128, stride=128, max_nodata=0.9),
     )
     assert s.chips_written > 0 and s.class_pixels[255] > 0
     seen = 0
@@ -193,8 +191,7 @@ def test_atlanta_single_band_nodata_becomes_ignore(atlanta, atlanta_with_nodata,
         [str(atlanta_with_nodata)],
         str(atlanta["labels"]),
         str(tmp_path / "c2"),
-        chip_size=128,
-        stride=128,
+        ExportOptions(chip_size=128, stride=128),
     )
     assert s2.skipped_nodata > 0
 
@@ -205,8 +202,7 @@ def test_nc_label_raster_six_bands_seven_classes(nc_landsat, tmp_path):
         [str(nc_landsat["image"])],
         str(nc_landsat["label_raster"]),
         str(out),
-        chip_size=96,
-        unlabeled="ignore",
+        ExportOptions(chip_size=96, unlabeled="ignore"),
     )
     assert [c.value for c in s.classes] == list(range(1, 8))
     assert all(s.class_pixels[v] > 0 for v in range(1, 8))
@@ -226,9 +222,13 @@ def test_nc_label_raster_six_bands_seven_classes(nc_landsat, tmp_path):
 def test_nc_polygons_sparse_labels(nc_landsat, tmp_path):
     out = tmp_path / "chips"
     s = export_chips(
-        [str(nc_landsat["image"])], str(nc_landsat["labels"]), str(out), class_field="label",
-        chip_size=64, stride=64, unlabeled="ignore", bands=[4, 3, 2],
-    )  # fmt: skip
+        [str(nc_landsat["image"])],
+        str(nc_landsat["labels"]),
+        str(out),
+        ExportOptions(
+            class_field="label", chip_size=64, stride=64, unlabeled="ignore", bands=[4, 3, 2]
+        ),
+    )
     assert [c.name for c in s.classes][:2] == ["agriculture", "developed"] and len(s.classes) == 7
     assert s.skipped_empty > 0 and s.class_pixels.get(0, 0) == 0
     idx = _index(out)
@@ -252,7 +252,10 @@ def test_raster_smaller_than_a_chip_gives_one_padded_chip(nc_landsat, tmp_path):
             dst.write(ds.read(window=win))
     out = tmp_path / "chips"
     s = export_chips(
-        [str(small)], str(nc_landsat["label_raster"]), str(out), chip_size=64, unlabeled="ignore"
+        [str(small)],
+        str(nc_landsat["label_raster"]),
+        str(out),
+        ExportOptions(chip_size=64, unlabeled="ignore"),
     )
     assert s.chips_written == 1
     img, tr, _, _ = _read(out / "images/000000000.tif")
@@ -271,9 +274,7 @@ def test_workers_give_byte_identical_output(atlanta, tmp_path):
             [str(atlanta["image"])],
             str(atlanta["labels"]),
             str(out),
-            chip_size=128,
-            workers=n,
-            keep_empty=0.3,
+            ExportOptions(chip_size=128, workers=n, keep_empty=0.3),
         )
         outs.append(out)
     files = sorted(p.relative_to(outs[0]) for p in outs[0].rglob("*") if p.is_file())
@@ -287,9 +288,18 @@ def test_keep_empty_is_reproducible_and_proportional(nc_landsat, tmp_path):
     runs = []
     for i, (keep, seed) in enumerate([(0.0, 0), (0.5, 0), (0.5, 0), (0.5, 7)]):
         s = export_chips(
-            [str(nc_landsat["image"])], str(nc_landsat["labels"]), str(tmp_path / f"k{i}"),
-            chip_size=48, stride=48, keep_empty=keep, seed=seed, val_fraction=0, unlabeled="ignore",
-        )  # fmt: skip
+            [str(nc_landsat["image"])],
+            str(nc_landsat["labels"]),
+            str(tmp_path / f"k{i}"),
+            ExportOptions(
+                chip_size=48,
+                stride=48,
+                keep_empty=keep,
+                seed=seed,
+                val_fraction=0,
+                unlabeled="ignore",
+            ),
+        )
         idx = pyogrio.read_dataframe(tmp_path / f"k{i}" / "chips.gpkg", read_geometry=False)
         runs.append((s, list(zip(idx.col_off, idx.row_off, strict=True))))
     none, half, again, other_seed = runs

@@ -16,7 +16,7 @@ import rasterio
 from rasterio.transform import from_origin
 from shapely.geometry import box
 
-from geopsp.chips.export import export_chips
+from geopsp.chips.export import ExportOptions, export_chips
 from geopsp.chips.folder import open_chip_folder
 from geopsp.classify.reader import TileReader
 from geopsp.core.classes import value_lut
@@ -60,8 +60,12 @@ def test_training_reads_chips_as_classify_reads_the_source(tmp_path, kind):
     everywhere = box(T.c, T.f - 10 * H, T.c + 10 * W, T.f)
     gpd.GeoDataFrame({"c": [1]}, geometry=[everywhere], crs=CRS).to_file(tmp_path / "l.gpkg")
     out = tmp_path / "chips"
-    export_chips([str(image)], str(tmp_path / "l.gpkg"), str(out), chip_size=CHIP, stride=CHIP,
-                 bands=bands, max_nodata=1.0, val_fraction=0.0)  # fmt: skip
+    export_chips(
+        [str(image)],
+        str(tmp_path / "l.gpkg"),
+        str(out),
+        ExportOptions(chip_size=CHIP, stride=CHIP, bands=bands, max_nodata=1.0, val_fraction=0.0),
+    )
     chips = open_chip_folder(out)
     assert chips.mean is not None
     data = ChipDataset(chips.chips, value_lut(chips.classes), chips.mean, chips.std, (CHIP, CHIP))
