@@ -16,14 +16,12 @@ from geopsp.cli import options
     metavar="REF",
     help="Reference labels: a vector (any OGR address, any CRS) or a label raster.",
 )
-@options.class_field(
-    "Vector attribute holding each polygon's class name or value (default: none, every "
-    "polygon is the prediction's single non-background class)."
+@options.label_options(
+    class_field_help="Vector attribute holding each polygon's class name or value (default: "
+    "none, every polygon is the prediction's single non-background class).",
+    unlabeled_help="Reference pixels outside every polygon: class 0, or not counted.",
+    buffer_help="Buffer line/point references by DIST (prediction CRS units) to make areas.",
 )
-@options.layer
-@options.unlabeled("Reference pixels outside every polygon: class 0, or not counted.")
-@options.all_touched
-@options.buffer("Buffer line/point references by DIST (prediction CRS units) to make areas.")
 @click.option(
     "--boundary-tolerance",
     type=click.FloatRange(min=0),
@@ -56,16 +54,10 @@ def command(
     ctx: click.Context,
     prediction: str,
     reference: str,
-    class_field: str | None,
-    layer: str | None,
-    unlabeled: str,
-    all_touched: bool,
-    buffer: float | None,
-    boundary_tolerance: float,
-    block_size: int,
     as_json: bool,
     plot: str | None,
     overwrite: bool,
+    **params,
 ) -> None:
     """Score the class raster PREDICTION against reference labels.
 
@@ -79,22 +71,12 @@ def command(
     """
     from geopsp.core.atomic import check_writable
     from geopsp.evaluate.report import format_table, plot_confusion, to_json
-    from geopsp.evaluate.run import evaluate
+    from geopsp.evaluate.run import EvaluateOptions, evaluate
 
     if plot:
         check_writable(plot, overwrite)  # refuse before minutes of work, not after
-    result = evaluate(
-        prediction,
-        reference,
-        class_field=class_field,
-        layer=layer,
-        unlabeled=unlabeled,
-        all_touched=all_touched,
-        boundary_tolerance=boundary_tolerance,
-        block_size=block_size,
-        progress=options.progress_enabled(ctx),
-        buffer=buffer,
-    )
+    opts = options.build(EvaluateOptions, params, progress=options.progress_enabled(ctx))
+    result = evaluate(prediction, reference, opts)
     if plot:
         plot_confusion(result, plot, overwrite=overwrite)
     click.echo(to_json(result) if as_json else format_table(result))

@@ -11,7 +11,7 @@ from rasterio.transform import from_origin
 
 from geopsp.core.class_raster import describe_class_band
 from geopsp.core.classes import from_dicts
-from geopsp.evaluate.run import evaluate, plot_confusion
+from geopsp.evaluate.run import EvaluateOptions, evaluate, plot_confusion
 
 CRS = "EPSG:32633"
 TRANSFORM = from_origin(500000.0, 4000000.0, 10.0, 10.0)
@@ -94,7 +94,7 @@ def test_metrics_match_hand_computed_matrix(small_case):
 
 def test_unlabeled_ignore_drops_reference_zero(small_case):
     pred, ref = small_case
-    r = evaluate(pred, ref, unlabeled="ignore")
+    r = evaluate(pred, ref, EvaluateOptions(unlabeled="ignore"))
     # A label raster's 0 means "unlabeled": with ignore, the background row disappears.
     expected = np.array(EXPECTED)
     expected[0] = 0
@@ -111,14 +111,14 @@ def test_boundary_f1_by_hand(tmp_path):
     q = write_raster(tmp_path / "r.tif", ref, None)
     # Boundary pixels: prediction columns 4 and 5, reference columns 6 and 7 (4 rows each).
     # Tolerance 2: every one is within 2 px of the other map's boundary.
-    b = evaluate(p, q, boundary_tolerance=2).boundary
+    b = evaluate(p, q, EvaluateOptions(boundary_tolerance=2)).boundary
     assert (b.pred, b.pred_matched, b.ref, b.ref_matched) == (8, 8, 8, 8)
     assert b.f1 == 1.0
     # Tolerance 1: only column 5 (1 px from 6) and column 6 (1 px from 5) match.
-    r1 = evaluate(p, q, boundary_tolerance=1)
+    r1 = evaluate(p, q, EvaluateOptions(boundary_tolerance=1))
     assert (r1.boundary.pred_matched, r1.boundary.ref_matched) == (4, 4)
     assert r1.boundary_f1 == pytest.approx(0.5)
-    assert evaluate(p, q, boundary_tolerance=0).boundary_f1 == 0.0
+    assert evaluate(p, q, EvaluateOptions(boundary_tolerance=0)).boundary_f1 == 0.0
     # Identical maps: perfect boundaries; no boundary at all: undefined (null in JSON).
     assert evaluate(q, q).boundary_f1 == 1.0
     flat = write_raster(tmp_path / "flat.tif", np.ones((5, 10)))
@@ -139,8 +139,8 @@ def test_streaming_blocks_equal_one_block(tmp_path):
     p = write_raster(tmp_path / "p.tif", pred)
     q = write_raster(tmp_path / "r.tif", ref, None)
     for tol in (2, 3.5):
-        whole = evaluate(p, q, boundary_tolerance=tol, block_size=4096)
-        small = evaluate(p, q, boundary_tolerance=tol, block_size=37)
+        whole = evaluate(p, q, EvaluateOptions(boundary_tolerance=tol, block_size=4096))
+        small = evaluate(p, q, EvaluateOptions(boundary_tolerance=tol, block_size=37))
         assert small.matrix.tolist() == whole.matrix.tolist()
         assert small.boundary == whole.boundary
         assert 0 < whole.boundary_f1 < 1
@@ -173,7 +173,7 @@ def test_vector_and_raster_references_agree(tmp_path):
     pred[0:3, :] = 255
     p = write_raster(tmp_path / "pred.tif", pred)
 
-    vec = evaluate(p, str(tmp_path / "ref.gpkg"), class_field="landcover")
+    vec = evaluate(p, str(tmp_path / "ref.gpkg"), EvaluateOptions(class_field="landcover"))
     ras = evaluate(p, str(tmp_path / "ref.tif"))
     assert vec.matrix.tolist() == ras.matrix.tolist()
     assert vec.boundary == ras.boundary
@@ -195,7 +195,7 @@ def test_reference_in_another_crs(tmp_path, everest):
     table = [{"value": 0, "name": "background", "color": [0, 0, 0]},
              {"value": 1, "name": "glacier", "color": [255, 255, 255]}]  # fmt: skip
     p = write_raster(tmp_path / "glacier.tif", pred, table, crs=crs, transform=transform)
-    r = evaluate(p, str(everest["labels"]), block_size=256)
+    r = evaluate(p, str(everest["labels"]), EvaluateOptions(block_size=256))
     assert r.labels == [0, 1] and r.names == ["background", "glacier"]
     assert r.pixels == shape[0] * shape[1]
     assert r.support[1] > 10000  # the glaciers really are there
@@ -203,7 +203,7 @@ def test_reference_in_another_crs(tmp_path, everest):
     assert r.iou[1] > 0.98 and r.kappa > 0.98 and r.boundary_f1 > 0.95
     # --all-touched grows the reference glaciers: every predicted glacier pixel stays correct
     # (precision 1) while some reference pixels are now missed (recall < 1).
-    t = evaluate(p, str(everest["labels"]), all_touched=True)
+    t = evaluate(p, str(everest["labels"]), EvaluateOptions(all_touched=True))
     assert t.precision[1] == 1.0 and 0.9 < t.recall[1] < 1.0
     # The same labels as a raster in EPSG:4326 at another resolution: resampled nearest onto
     # the UTM grid, so only the pixels along the glacier edges may disagree.
@@ -223,7 +223,7 @@ def test_reference_in_another_crs(tmp_path, everest):
 def test_no_class_table_uses_values_seen(tmp_path):
     p = write_raster(tmp_path / "p.tif", [[1, 1, 5], [5, 5, 1]], None)
     q = write_raster(tmp_path / "q.tif", [[1, 5, 5], [5, 9, 1]], None)
-    r = evaluate(p, q, unlabeled="ignore")
+    r = evaluate(p, q, EvaluateOptions(unlabeled="ignore"))
     assert r.labels == [1, 5, 9]
     assert r.matrix.tolist() == [[2, 0, 0], [1, 2, 0], [0, 1, 0]]
 
@@ -292,6 +292,8 @@ def test_buffer_widens_lines_but_not_polygons(tmp_path):
     truth[20, 5:25] = 2  # the road buffered by 8 m: one row of 10 m pixels
     pred = write_raster(tmp_path / "pred.tif", truth)
 
-    r = evaluate(pred, str(tmp_path / "ref.gpkg"), class_field="landcover", buffer=8.0)
+    r = evaluate(
+        pred, str(tmp_path / "ref.gpkg"), EvaluateOptions(class_field="landcover", buffer=8.0)
+    )
     assert r.matrix.sum() == 30 * 32
     assert r.overall_accuracy == 1.0  # a buffered polygon would add a ring of water pixels
