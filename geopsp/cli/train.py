@@ -174,7 +174,7 @@ def class_table(rows: list[dict]) -> str:
 @options.overwrite
 @click.pass_context
 def command(
-    ctx: click.Context, chips_dirs, output, pyramid_sizes, ignore_classes, output_stride, **kw
+    ctx: click.Context, chips_dirs, pyramid_sizes, ignore_classes, output_stride, **params
 ) -> None:
     """Train a PSPNet on one or more chip folders (export-chips or ArcGIS Classified_Tiles).
 
@@ -186,16 +186,14 @@ def command(
 
     if isinstance(chips_dirs, str):  # a single folder from -c config
         chips_dirs = [chips_dirs]
-    for key in ("optimizer", "schedule", "loss", "class_weights", "augment", "monitor", "decoder"):
-        if kw.get(key) is not None:
-            kw[key] = kw[key].lower()
-    cfg = TrainConfig(
+    # Choices are case-insensitive; click hands over the canonical (lower-case) spelling.
+    cfg = options.build(
+        TrainConfig,
+        params,
         chips_dirs=[str(p) for p in chips_dirs],
-        output=output,
         pyramid_sizes=_ints(pyramid_sizes, "--pyramid-sizes"),
         ignore_classes=_ints(ignore_classes, "--ignore-classes"),
         output_stride=int(output_stride) if output_stride else None,
-        **kw,
     )
     main = options.env_rank() == 0
     epochs = {"n": 0}
