@@ -19,49 +19,55 @@ def sample_data() -> Path:
     return SAMPLE
 
 
+def _sample(folder: str, **files: str) -> dict[str, Path]:
+    """Paths of one sample folder's files, by role (``image``, ``labels``...)."""
+    return {role: SAMPLE / folder / name for role, name in files.items()}
+
+
 @pytest.fixture(scope="session")
 def everest() -> dict[str, Path]:
-    d = SAMPLE / "everest_landsat7_glaciers"
-    return {
-        "image": d / "LE71400412000304SGS00_RGB.tif",
-        "labels": d / "15_rgi60_glacier_outlines.gpkg",
-    }
+    return _sample(
+        "everest_landsat7_glaciers",
+        image="LE71400412000304SGS00_RGB.tif",
+        labels="15_rgi60_glacier_outlines.gpkg",
+    )
 
 
 @pytest.fixture(scope="session")
 def atlanta() -> dict[str, Path]:
-    d = SAMPLE / "spacenet4_atlanta_buildings"
-    return {"image": d / "sample_geotiff.tif", "labels": d / "geotiff_labels.geojson"}
+    return _sample(
+        "spacenet4_atlanta_buildings", image="sample_geotiff.tif", labels="geotiff_labels.geojson"
+    )
 
 
 @pytest.fixture(scope="session")
 def nc_landsat() -> dict[str, Path]:
-    d = SAMPLE / "nc_landsat7_landcover"
-    return {
-        "image": d / "lsat7_2000_6band.tif",
-        "labels": d / "landsat96_polygons.shp",
-        "label_raster": d / "landclass_strata.tif",
-        "labelled_pixels": d / "landsat96_labelled_pixels.tif",
-    }
+    return _sample(
+        "nc_landsat7_landcover",
+        image="lsat7_2000_6band.tif",
+        labels="landsat96_polygons.shp",
+        label_raster="landclass_strata.tif",
+        labelled_pixels="landsat96_labelled_pixels.tif",
+    )
 
 
 @pytest.fixture(scope="session")
 def rcr() -> dict[str, Path]:
-    d = SAMPLE / "rcr_sentinel2_landcover"
-    return {
-        "image": d / "rcr_s2b_l1c_20181013_B01-B08_crop1000x600.tif",
-        "labels": d / "rcr_landcover.shp",
-    }
+    return _sample(
+        "rcr_sentinel2_landcover",
+        image="rcr_s2b_l1c_20181013_B01-B08_crop1000x600.tif",
+        labels="rcr_landcover.shp",
+    )
 
 
 @pytest.fixture(scope="session")
 def vegas() -> dict[str, Path]:
-    d = SAMPLE / "spacenet3_vegas_roads"
-    return {
-        "image": d / "road_mask_input.tif",
-        "labels": d / "sample_roads_for_masking.geojson",
-        "label_raster": d / "sample_road_raster_mask.tif",
-    }
+    return _sample(
+        "spacenet3_vegas_roads",
+        image="road_mask_input.tif",
+        labels="sample_roads_for_masking.geojson",
+        label_raster="sample_road_raster_mask.tif",
+    )
 
 
 # --- Shared chips and model (session-scoped: built once, reused by train/classify/evaluate) ---

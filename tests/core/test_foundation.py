@@ -10,7 +10,6 @@ import pytest
 from click.testing import CliRunner
 
 from geopsp import __version__
-from geopsp.chips.splits import spatial_split
 from geopsp.cli.main import cli
 from geopsp.core.atomic import atomic_path
 from geopsp.core.classes import ClassInfo, from_dicts, index_to_value, value_lut
@@ -112,23 +111,6 @@ def test_metrics_hand_computed():
     assert s["miou"] == pytest.approx((0.5 + 0.5 + 0) / 3)
     pe = (2 * 1 + 2 * 4 + 1 * 0) / 25
     assert s["kappa"] == pytest.approx((0.6 - pe) / (1 - pe))
-
-
-def test_spatial_split_has_no_overlap_between_sides():
-    # A 10 x 10 grid of 256 px chips with stride 128 (overlapping neighbours).
-    offs = [(c * 128, r * 128) for r in range(10) for c in range(10)]
-    b = np.array([(c, r, c + 256, r + 256) for c, r in offs], dtype=float)
-    split = spatial_split(b, ["a"] * len(b), 0.2, seed=3)
-    assert (split == "val").sum() >= 10
-    tr, va = b[split == "train"], b[split == "val"]
-    ov = (
-        (tr[:, None, 0] < va[None, :, 2])
-        & (va[None, :, 0] < tr[:, None, 2])
-        & (tr[:, None, 1] < va[None, :, 3])
-        & (va[None, :, 1] < tr[:, None, 3])
-    )
-    assert not ov.any()
-    np.testing.assert_array_equal(split, spatial_split(b, ["a"] * len(b), 0.2, seed=3))
 
 
 def test_atomic_path_reports_leftovers_of_killed_runs(tmp_path, caplog):

@@ -182,8 +182,13 @@ def test_vector_and_raster_references_agree(tmp_path):
     assert 0.8 < vec.overall_accuracy < 1.0
 
 
-def test_reference_in_another_crs(tmp_path, everest):
-    """Glacier outlines in EPSG:4326 scored against a UTM prediction built from them."""
+GLACIER_TABLE = [{"value": 0, "name": "background", "color": [0, 0, 0]},
+                 {"value": 1, "name": "glacier", "color": [255, 255, 255]}]  # fmt: skip
+
+
+def glacier_prediction(everest) -> tuple[np.ndarray, dict]:
+    """The Everest glacier outlines (EPSG:4326) burnt on the UTM image's grid: a perfect
+    prediction, and the grid as ``write_raster`` keywords."""
     import geopandas as gpd
     from rasterio.features import rasterize
 
@@ -192,9 +197,15 @@ def test_reference_in_another_crs(tmp_path, everest):
     outlines = gpd.read_file(everest["labels"]).to_crs(crs)
     pred = rasterize(((g, 1) for g in outlines.geometry), out_shape=shape, transform=transform,
                      dtype="uint8")  # fmt: skip
-    table = [{"value": 0, "name": "background", "color": [0, 0, 0]},
-             {"value": 1, "name": "glacier", "color": [255, 255, 255]}]  # fmt: skip
-    p = write_raster(tmp_path / "glacier.tif", pred, table, crs=crs, transform=transform)
+    return pred, {"crs": crs, "transform": transform}
+
+
+def test_reference_in_another_crs(tmp_path, everest):
+    """Glacier outlines in EPSG:4326 scored against a UTM prediction built from them."""
+    pred, grid = glacier_prediction(everest)
+    shape = pred.shape
+    p = write_raster(tmp_path / "glacier.tif", pred, GLACIER_TABLE, **grid)
+    crs, transform = grid["crs"], grid["transform"]
     r = evaluate(p, str(everest["labels"]), EvaluateOptions(block_size=256))
     assert r.labels == [0, 1] and r.names == ["background", "glacier"]
     assert r.pixels == shape[0] * shape[1]
