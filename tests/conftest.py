@@ -19,55 +19,38 @@ def sample_data() -> Path:
     return SAMPLE
 
 
-def _sample(folder: str, **files: str) -> dict[str, Path]:
-    """Paths of one sample folder's files, by role (``image``, ``labels``...)."""
-    return {role: SAMPLE / folder / name for role, name in files.items()}
+# Sample data by fixture name: its folder under sample_data/ and its files by role.
+SAMPLE_FILES = {
+    "everest": ("everest_landsat7_glaciers", {
+        "image": "LE71400412000304SGS00_RGB.tif", "labels": "15_rgi60_glacier_outlines.gpkg"}),
+    "atlanta": ("spacenet4_atlanta_buildings", {
+        "image": "sample_geotiff.tif", "labels": "geotiff_labels.geojson"}),
+    "nc_landsat": ("nc_landsat7_landcover", {
+        "image": "lsat7_2000_6band.tif", "labels": "landsat96_polygons.shp",
+        "label_raster": "landclass_strata.tif",
+        "labelled_pixels": "landsat96_labelled_pixels.tif"}),
+    "rcr": ("rcr_sentinel2_landcover", {
+        "image": "rcr_s2b_l1c_20181013_B01-B08_crop1000x600.tif", "labels": "rcr_landcover.shp"}),
+    "vegas": ("spacenet3_vegas_roads", {
+        "image": "road_mask_input.tif", "labels": "sample_roads_for_masking.geojson",
+        "label_raster": "sample_road_raster_mask.tif"}),
+}  # fmt: skip
 
 
-@pytest.fixture(scope="session")
-def everest() -> dict[str, Path]:
-    return _sample(
-        "everest_landsat7_glaciers",
-        image="LE71400412000304SGS00_RGB.tif",
-        labels="15_rgi60_glacier_outlines.gpkg",
-    )
+def _sample_fixture(name: str):
+    folder, files = SAMPLE_FILES[name]
+
+    @pytest.fixture(scope="session", name=name)
+    def paths() -> dict[str, Path]:
+        """The sample's file paths by role (image, labels, ...)."""
+        return {role: SAMPLE / folder / file for role, file in files.items()}
+
+    return paths
 
 
-@pytest.fixture(scope="session")
-def atlanta() -> dict[str, Path]:
-    return _sample(
-        "spacenet4_atlanta_buildings", image="sample_geotiff.tif", labels="geotiff_labels.geojson"
-    )
-
-
-@pytest.fixture(scope="session")
-def nc_landsat() -> dict[str, Path]:
-    return _sample(
-        "nc_landsat7_landcover",
-        image="lsat7_2000_6band.tif",
-        labels="landsat96_polygons.shp",
-        label_raster="landclass_strata.tif",
-        labelled_pixels="landsat96_labelled_pixels.tif",
-    )
-
-
-@pytest.fixture(scope="session")
-def rcr() -> dict[str, Path]:
-    return _sample(
-        "rcr_sentinel2_landcover",
-        image="rcr_s2b_l1c_20181013_B01-B08_crop1000x600.tif",
-        labels="rcr_landcover.shp",
-    )
-
-
-@pytest.fixture(scope="session")
-def vegas() -> dict[str, Path]:
-    return _sample(
-        "spacenet3_vegas_roads",
-        image="road_mask_input.tif",
-        labels="sample_roads_for_masking.geojson",
-        label_raster="sample_road_raster_mask.tif",
-    )
+# One session fixture per sample (``everest``, ``atlanta``, ...): its file paths by role.
+for _name in SAMPLE_FILES:
+    globals()[f"_{_name}_fixture"] = _sample_fixture(_name)
 
 
 # --- Shared chips and model (session-scoped: built once, reused by train/classify/evaluate) ---
