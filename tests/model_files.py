@@ -8,9 +8,10 @@ from pathlib import Path
 
 def write_model_file(
     path, classes: list[dict], *, bands: int = 3, chip_size: int = 64,
-    resolution=(30.0, 30.0), crs: str = "EPSG:32645",
+    resolution=(30.0, 30.0), crs: str = "EPSG:32645", source_bands: list[int] | None = None,
 ) -> Path:  # fmt: skip
-    """Write a model file with seeded random weights and the given metadata."""
+    """Write a model file with seeded random weights and the given metadata (``source_bands``:
+    the 1-based bands classify reads, default ``1..bands``)."""
     import torch
 
     from geopsp.models import build_model
@@ -22,7 +23,7 @@ def write_model_file(
     model = build_model(arch)
     md = {
         "architecture": model.arch,
-        "bands": list(range(1, bands + 1)),
+        "bands": list(source_bands or range(1, bands + 1)),
         "normalization": {"mean": [80.0] * bands, "std": [40.0] * bands},
         "classes": classes,
         "chip_size": chip_size,

@@ -20,7 +20,7 @@ import numpy as np
 
 from geopsp.chips.splits import spatial_split
 from geopsp.core.band_stats import BandStats
-from geopsp.core.classes import ClassInfo, default_color, from_dicts, load_classes
+from geopsp.core.classes import ClassInfo, load_classes
 from geopsp.core.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -135,67 +135,44 @@ def _open_geopsp(folder: Path) -> ChipSet:
     )
 
 
-def _emd_classes(emd: dict, path: Path) -> list[ClassInfo]:
-    items = emd.get("Classes") or []
-    if not items:
-        raise InputError(f"{path}: the model definition lists no Classes")
-    dicts = []
-    for it in items:
-        color = it.get("Color") or None
-        dicts.append({"value": it.get("Value"), "name": it.get("Name"), "color": color})
-    # ArcGIS label tiles use 0 for pixels outside every class; train it as background.
-    if all(int(d["value"]) != 0 for d in dicts if d["value"] is not None):
-        dicts.append({"value": 0, "name": "background", "color": list(default_color(0))})
-    return from_dicts(dicts)
+def _open_arcgis(folder: Path, seed: int, arcgis_nodata: str) -> ChipSet:
+    from geopsp.chips import arcgis
 
-
-def _open_arcgis(folder: Path, seed: int) -> ChipSet:
-    emds = sorted(folder.glob("*.emd"))
-    if not emds:
-        raise InputError(f"{folder}: map.txt found but no .emd model definition with the classes")
-    emd = _read_json(emds[0])
-    if not isinstance(emd, dict):
-        raise InputError(f"{emds[0]}: expected a JSON object")
-    classes = _emd_classes(emd, emds[0])
-    pairs = []
-    for n, line in enumerate((folder / "map.txt").read_text(encoding="utf-8-sig").splitlines(), 1):
-        parts = line.replace("\\", "/").split()
-        if not parts:
-            continue
-        if len(parts) != 2:
-            raise InputError(f"{folder / 'map.txt'} line {n}: expected 'image label', got {line!r}")
-        pairs.append((folder / parts[0], folder / parts[1]))
-    if not pairs:
-        raise InputError(f"{folder / 'map.txt'}: lists no chips")
-    for img, lab in pairs:
-        for p in (img, lab):
-            if not p.is_file():
-                raise InputError(f"{p}: listed in map.txt but missing")
+    meta = arcgis.read_folder(folder, arcgis_nodata)
+    pairs = meta.pairs
     infos = [_raster_info(img) for img, _ in pairs]
+    first = infos[0]
+    for (img, _), info in zip(pairs, infos, strict=True):
+        if info["count"] != first["count"] or info["shape"] != first["shape"]:
+            raise InputError(
+                f"{img}: {info['count']} band(s) of {info['shape'][1]}x{info['shape'][0]} pixels, "
+                f"but {pairs[0][0]} has {first['count']} of {first['shape'][1]}x{first['shape'][0]}"
+            )
+    if None not in meta.image_size and meta.image_size != first["shape"]:
+        log.warning(
+            "%s: ImageHeight/ImageWidth differ from the chips; using the chips' size", meta.emd_path
+        )
     bounds = np.array([i["bounds"] for i in infos], dtype=float)
     groups = [str(i["crs"]) for i in infos]
-    if not infos[0]["georef"]:  # chips without georeferencing: split by order, in blocks
+    if not first["georef"]:  # chips without georeferencing: split by order, in blocks
         bounds = np.array([[k, 0, k + 1, 1] for k in range(len(pairs))], dtype=float)
     split = spatial_split(bounds, groups, ARCGIS_VAL_FRACTION, seed=seed)
     chips = [Chip(img, lab, str(s)) for (img, lab), s in zip(pairs, split, strict=True)]
-    h = int(emd.get("ImageHeight") or infos[0]["shape"][0])
-    w = int(emd.get("ImageWidth") or infos[0]["shape"][1])
-    bands = emd.get("ExtractBands") or list(range(1, infos[0]["count"] + 1))
     return ChipSet(
         folders=[folder],
         layouts=["arcgis"],
         chips=chips,
-        classes=classes,
-        band_count=infos[0]["count"],
-        bands=[int(b) + (1 if 0 in bands else 0) for b in bands],  # ExtractBands may be 0-based
-        chip_size=(h, w),
-        crs=infos[0]["crs"],
-        resolution=infos[0]["res"],
+        classes=meta.classes,
+        band_count=first["count"],
+        bands=arcgis.source_bands(meta.extract_bands, first["count"], meta.emd_path),
+        chip_size=first["shape"],
+        crs=first["crs"],
+        resolution=first["res"],
         extra={"chips_total": len(chips)},
     )
 
 
-def open_chip_folder(path: str | Path, seed: int = 0) -> ChipSet:
+def open_chip_folder(path: str | Path, seed: int = 0, arcgis_nodata: str = "background") -> ChipSet:
     """Read a chip folder's index, classes and statistics (no pixels are read).
 
     Parameters
@@ -206,6 +183,9 @@ def open_chip_folder(path: str | Path, seed: int = 0) -> ChipSet:
         and an ``.emd`` file).
     seed : int
         Seed of the spatial split computed for folders that have none.
+    arcgis_nodata : {"background", "ignore"}
+        ArcGIS folders: label value 0 (ArcGIS NoData), when the ``.emd`` does not list it, is
+        trained as a ``background`` class or ignored (see :func:`geopsp.chips.arcgis.emd_classes`).
     """
     folder = Path(path)
     if not folder.is_dir():
@@ -213,7 +193,7 @@ def open_chip_folder(path: str | Path, seed: int = 0) -> ChipSet:
     if (folder / "chips.gpkg").is_file():
         return _open_geopsp(folder)
     if (folder / "map.txt").is_file():
-        return _open_arcgis(folder, seed)
+        return _open_arcgis(folder, seed, arcgis_nodata)
     raise InputError(
         f"{folder}: not a chip folder (no chips.gpkg or map.txt); create one with geopsp export-chips"
     )
@@ -282,8 +262,10 @@ def merge_chip_sets(sets: list[ChipSet]) -> ChipSet:
     )
 
 
-def open_chip_folders(paths: list[str | Path], seed: int = 0) -> ChipSet:
+def open_chip_folders(
+    paths: list[str | Path], seed: int = 0, arcgis_nodata: str = "background"
+) -> ChipSet:
     """Open and merge several chip folders; see :func:`open_chip_folder`."""
     if not paths:
         raise InputError("no chip folder given")
-    return merge_chip_sets([open_chip_folder(p, seed) for p in paths])
+    return merge_chip_sets([open_chip_folder(p, seed, arcgis_nodata) for p in paths])

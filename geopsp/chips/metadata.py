@@ -1,6 +1,5 @@
 """Files that describe a chip folder: the chip index (GeoPackage), classes.json, stats.json
-and the ArcGIS "Classified_Tiles" files (map.txt, esri_model_definition.emd,
-esri_accumulated_stats.json)."""
+and the ArcGIS "Classified_Tiles" files (written by :mod:`geopsp.chips.arcgis`)."""
 
 from __future__ import annotations
 
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geopsp.chips import arcgis
 from geopsp.core.classes import IGNORE, ClassInfo, save_classes
 
 # A fixed GeoPackage timestamp keeps the index byte-identical between runs.
@@ -121,49 +121,15 @@ def write_metadata(
     classes: list[ClassInfo],
     stats: dict,
 ) -> None:
-    """Write ``classes.json``, ``stats.json`` and the ArcGIS Classified_Tiles files."""
+    """Write ``classes.json``, ``stats.json`` and the ArcGIS Classified_Tiles files
+    (:func:`geopsp.chips.arcgis.write_files`)."""
     save_classes(folder / "classes.json", classes)
     _dump(folder / "stats.json", stats)
-    with open(folder / "map.txt", "w", encoding="utf-8", newline="\r\n") as f:
-        for r in records:  # ArcGIS writes Windows paths relative to the folder
-            f.write(f"images\\{r.name} labels\\{r.name}\n")
-    emd = {
-        "Framework": "geopsp",
-        "ModelType": "ImageClassification",
-        "ModelName": "PSPNet",
-        "ImageHeight": stats["chip_size"],
-        "ImageWidth": stats["chip_size"],
-        "ExtractBands": list(range(stats["band_count"])),
-        "ImageSpaceUsed": "MAP_SPACE",
-        "Classes": [{"Value": c.value, "Name": c.name, "Color": list(c.color)} for c in classes],
-    }
-    _dump(folder / "esri_model_definition.emd", emd)
-    res = stats["resolution"]
-    acc = {
-        "MetaDataMode": "Classified_Tiles",
-        "ImageFormat": "tif",
-        "NumTiles": len(records),
-        "TileSizeX": stats["chip_size"],
-        "TileSizeY": stats["chip_size"],
-        "NumBands": stats["band_count"],
-        "MinCellSize": {"x": res[0], "y": res[1]},
-        "MaxCellSize": {"x": res[0], "y": res[1]},
-        "SpatialReference": stats["crs"],
-        "bands": [
-            {"Min": lo, "Max": hi, "Mean": m, "StdDev": s}
-            for lo, hi, m, s in zip(
-                stats["min"], stats["max"], stats["mean"], stats["std"], strict=True
-            )
-        ],
-        "ClassPixelStats": {
-            "NumPixelsPerClass": [
-                {
-                    "ClassValue": c.value,
-                    "ClassName": c.name,
-                    "NumPixels": stats["class_pixels"][str(c.value)],
-                }
-                for c in classes
-            ]
-        },
-    }
-    _dump(folder / "esri_accumulated_stats.json", acc)
+    arcgis.write_files(
+        folder,
+        [r.name for r in records],
+        np.array([r.counts for r in records]),
+        classes,
+        stats["bands"],
+        stats["chip_size"],
+    )

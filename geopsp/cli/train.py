@@ -87,6 +87,12 @@ def class_table(rows: list[dict]) -> str:
 @_option(
     "--ignore-classes", "Class values to leave out (their pixels are ignored).", metavar="V,..."
 )
+@_option(
+    "--arcgis-nodata",
+    "ArcGIS Classified_Tiles folders: label 0 (ArcGIS NoData) when the .emd does not list it "
+    "is a trained background class, or ignored.  [default: background]",
+    ["background", "ignore"],
+)
 @_option("--augment", "Geometric augmentation.  [default: d4]", ["d4", "flips", "none"])
 @_option(
     "--color-jitter", "Per-band scale/shift jitter (normalized units).  [default: 0.0]", type=float

@@ -74,6 +74,8 @@ def from_dicts(items: list[dict]) -> list[ClassInfo]:
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"class entry without an integer 'value': {it!r}") from exc
         color = tuple(int(c) for c in it.get("color") or default_color(v))[:3]
+        if len(color) != 3 or not all(0 <= c <= 255 for c in color):
+            color = default_color(v)  # e.g. ArcGIS's "no colour" [-1, -1, -1]
         out.append(ClassInfo(v, str(it.get("name") or f"class {v}"), color))  # type: ignore[arg-type]
     return validate(out)
 

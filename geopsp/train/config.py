@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from geopsp.chips.arcgis import NODATA_CHOICES
 from geopsp.core.errors import UsageError
 from geopsp.train.losses import CLASS_WEIGHTS, LOSSES
 
@@ -28,6 +29,7 @@ DEFAULTS: dict = {
     "loss": "ce",
     "class_weights": "none",
     "ignore_classes": [],
+    "arcgis_nodata": "background",
     "augment": "d4",
     "color_jitter": 0.0,
     "patience": 5,
@@ -61,6 +63,7 @@ class TrainConfig:
     loss: str | None = None
     class_weights: str | None = None
     ignore_classes: list[int] | None = None
+    arcgis_nodata: str | None = None
     augment: str | None = None
     color_jitter: float | None = None
     patience: int | None = None
@@ -126,6 +129,7 @@ def resolve(cfg: TrainConfig, saved: dict | None = None) -> TrainConfig:
     _choice("class_weights", out.class_weights, CLASS_WEIGHTS)
     _choice("augment", out.augment, AUGMENTS)
     _choice("monitor", out.monitor, MONITORS)
+    _choice("arcgis_nodata", out.arcgis_nodata, NODATA_CHOICES)
     for key, low in (("epochs", 1), ("batch_size", 1), ("patience", 0), ("workers", 0)):
         if int(getattr(out, key)) < low:
             raise UsageError(f"--{key.replace('_', '-')} must be >= {low}, got {getattr(out, key)}")

@@ -129,7 +129,7 @@ def _check_resume(ckpt: dict, arch: dict, classes: list[ClassInfo], chips: ChipS
 
 def build_session(cfg: TrainConfig, ckpt: dict | None, rt: Runtime) -> Session:
     """Open the chips, build the model and everything around it; raise clear errors early."""
-    chips = open_chip_folders(cfg.chips_dirs, seed=cfg.seed)
+    chips = open_chip_folders(cfg.chips_dirs, seed=cfg.seed, arcgis_nodata=cfg.arcgis_nodata)
     classes = _classes(chips, cfg.ignore_classes)
     train_chips, val_chips = _split(chips)
     mean, std = _normalization(ckpt, chips, train_chips)

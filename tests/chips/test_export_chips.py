@@ -133,9 +133,9 @@ def test_everest_folder_metadata(everest, everest_chips):
     assert stats["min"] == pix.min(axis=1).tolist() and stats["max"] == pix.max(axis=1).tolist()
     assert stats["class_pixels"]["1"] == int(idx.count_1.sum())
     lines = (out / "map.txt").read_text().splitlines()
-    assert lines[0] == "images\\000000000.tif labels\\000000000.tif" and len(lines) == len(idx)
+    assert lines[0] == "images\\000000000.tif  labels\\000000000.tif " and len(lines) == len(idx)
     emd = json.loads((out / "esri_model_definition.emd").read_text())
-    assert emd["Classes"][1] == {
+    assert emd["Classes"][0] == {  # ArcGIS lists classes from 1 (0 is its NoData)
         "Value": 1,
         "Name": "glacier_outlines",
         "Color": classes[1]["color"],
