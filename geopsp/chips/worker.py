@@ -15,6 +15,7 @@ import numpy as np
 from geopsp.core.band_stats import BandStats
 from geopsp.core.classes import IGNORE, ClassInfo
 from geopsp.core.errors import GeopspError, InputError
+from geopsp.core.normalize import has_data
 from geopsp.labels.rasterize import LabelSource, rasterize_labels
 
 
@@ -105,9 +106,8 @@ def process_batch(job: tuple[int, str, list[tuple[int, int, int]]]) -> list[Chip
 def _read_window(ds, bands, col, row, size) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Chip pixels (padded past the edge), validity masks and the in-raster pixel count.
 
-    Two masks, both False in the padding: ``data`` where classify reads data (a pixel is
-    missing only where every band is masked, nodata or NaN: GDAL's rule, as in
-    :class:`geopsp.classify.reader.TileReader`), and ``full`` where every band has data (the
+    Two masks, both False in the padding: ``data`` where classify reads data
+    (:func:`geopsp.core.normalize.has_data`), and ``full`` where every band has data (the
     pixels that get labels and enter the band statistics).
     """
     from rasterio.enums import MaskFlags
@@ -120,15 +120,14 @@ def _read_window(ds, bands, col, row, size) -> tuple[np.ndarray, np.ndarray, np.
     w, h = min(size, ds.width - col), min(size, ds.height - row)
     win = Window(col, row, w, h)
     img[:, :h, :w] = ds.read(list(bands), window=win)
-    if all(flags == [MaskFlags.all_valid] for flags in (ds.mask_flag_enums[b - 1] for b in bands)):
-        data[:h, :w] = full[:h, :w] = True
-    else:
+    inside = img[:, :h, :w]
+    masks = None
+    if any(flags != [MaskFlags.all_valid] for flags in (ds.mask_flag_enums[b - 1] for b in bands)):
         masks = ds.read_masks(list(bands), window=win) > 0
-        data[:h, :w], full[:h, :w] = masks.any(axis=0), masks.all(axis=0)
+    data[:h, :w] = has_data(inside, masks)
+    full[:h, :w] = True if masks is None else masks.all(axis=0)
     if np.issubdtype(img.dtype, np.floating):  # NaN is nodata even when not declared
-        finite = np.isfinite(img[:, :h, :w])
-        data[:h, :w] &= finite.any(axis=0)
-        full[:h, :w] &= finite.all(axis=0)
+        full[:h, :w] &= np.isfinite(inside).all(axis=0)
     return img, data, full, w * h
 
 

@@ -124,3 +124,16 @@ def test_atomic_path_reports_leftovers_of_killed_runs(tmp_path, caplog):
     assert ".geopsp-tmp-0badf00d-out.tif" in warnings[0] and "other" not in warnings[0]
     assert (tmp_path / "out.tif").read_text() == "done"
     assert (tmp_path / ".geopsp-tmp-0badf00d-out.tif").exists()  # reported, never deleted
+
+
+def test_has_data_follows_gdal_rule():
+    from geopsp.core.normalize import has_data
+
+    data = np.array([[[1.0, np.nan, np.nan], [4.0, 5.0, np.nan]],
+                     [[1.0, 2.0, np.nan], [np.inf, 5.0, 6.0]]])  # fmt: skip
+    masks = np.array([[[1, 0, 1], [0, 0, 1]], [[1, 1, 0], [0, 0, 1]]], dtype=np.uint8) * 255
+    # Missing only where every band is masked, or no band is finite.
+    np.testing.assert_array_equal(has_data(data, None), [[True, True, False], [True, True, True]])
+    np.testing.assert_array_equal(
+        has_data(data, masks), [[True, True, False], [False, False, True]]
+    )
