@@ -134,7 +134,7 @@ class ExportOptions:
 
 
 @dataclass
-class _Plan:
+class ExportPlan:
     """What an export works on, known before any window is cut."""
 
     sources: list[dict]  # per image: address, crs, transform, size, bounds, dtype, nodata, res
@@ -218,10 +218,7 @@ def export_chips(
             all_touched=opts.all_touched, keep_empty=opts.keep_empty, max_nodata=opts.max_nodata,
             seed=opts.seed, workdir=str(tmp), classes=tuple(plan.labels.classes),
         )  # fmt: skip
-        records, stats = run_windows(
-            plan.jobs, plan.windows, plan.labels, params, plan.summary, len(plan.bands),
-            opts.workers, opts.progress, tmp,
-        )  # fmt: skip
+        records, stats = run_windows(plan, params, opts.workers, opts.progress, tmp)
         summary = plan.summary
         if not records:
             raise InputError(
@@ -232,7 +229,7 @@ def export_chips(
     return plan.summary
 
 
-def _plan(images: list[str], labels: str, outdir: str, opts: ExportOptions) -> _Plan:
+def _plan(images: list[str], labels: str, outdir: str, opts: ExportOptions) -> ExportPlan:
     """Check the output and inputs, open the labels and list the windows of every raster."""
     check_writable(outdir, opts.overwrite)
     refuse_replacing_inputs(outdir, [*images, labels, opts.classes_file], opts.overwrite)
@@ -268,10 +265,12 @@ def _plan(images: list[str], labels: str, outdir: str, opts: ExportOptions) -> _
         invalid_skipped=src.invalid_skipped,
         classes=src.classes,
     )
-    return _Plan(sources, bands, src, jobs, cand, summary)
+    return ExportPlan(sources, bands, src, jobs, cand, summary)
 
 
-def _write_folder(tmp, plan: _Plan, opts: ExportOptions, records, band_stats: BandStats) -> None:
+def _write_folder(
+    tmp, plan: ExportPlan, opts: ExportOptions, records, band_stats: BandStats
+) -> None:
     """Split the kept chips and write the index, classes.json, stats.json and ArcGIS files."""
     from geopsp.chips.splits import spatial_split
 
