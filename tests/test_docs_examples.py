@@ -20,7 +20,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ["README.md", "docs/export-chips.md", "docs/train.md", "docs/classify.md", "docs/info.md"]
+PAGES = [
+    "README.md", "docs/export-chips.md", "docs/train.md", "docs/classify.md", "docs/info.md",
+    "docs/vectorize.md", "docs/export-model.md",
+]  # fmt: skip
 BLOCK = re.compile(r"^```bash\n(.*?)^```", re.S | re.M)
 
 
@@ -66,11 +69,13 @@ def test_docs_examples_run_as_written(page, tmp_path, everest_model):
     assert ran > 0
     # The examples made what they say they make.
     made = {
-        "README.md": ["quick_glaciers.tif"],
+        "README.md": ["quick_glaciers.tif", "quick_glaciers.gpkg"],
         "docs/export-chips.md": ["atlanta_chips/chips.gpkg", "vegas_chips/classes.json"],
         "docs/train.md": ["everest_run/model.safetensors", "run_cpu2/model.safetensors"],
         "docs/classify.md": ["classes.tif", "classes.qml", "classes_cog.tif", "classes_2ranks.tif"],
         "docs/info.md": ["model.json"],
+        "docs/vectorize.md": ["glaciers.gpkg", "glaciers.parquet"],
+        "docs/export-model.md": ["glaciers.dlpk", "glaciers.onnx", "catalog/glaciers.json"],
     }[page]
     for rel in made:
         assert (work / rel).exists(), f"{page}: {rel} was not written"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from geopsp.cli import options as opt
+from geopsp.cli.vectorize import shaping_options, shaping_values
 
 
 @click.command("classify")
@@ -106,12 +107,20 @@ from geopsp.cli import options as opt
     help="Keep progress in OUTPUT.partial/ and continue an interrupted run from it (run the "
     "same command again); outputs that already exist are skipped.",
 )
+@click.option(
+    "--polygons",
+    default=None,
+    metavar="OUT",
+    help="Also vectorize the class raster into OUT (.gpkg, .fgb, .parquet, .shp, .geojson) "
+    "with the --polygon-* options (those of geopsp vectorize).",
+)
+@shaping_options("polygon-")
 @opt.overwrite
 @opt.config
 @click.pass_context
 def command(ctx: click.Context, inputs, model, output, tile_size, overlap, batch_size, blend, tta,
             probabilities, confidence, cog, creation_options, bands, device, amp, workers,
-            block_size, resume, overwrite) -> None:  # fmt: skip
+            block_size, resume, overwrite, polygons, **polygon_options) -> None:  # fmt: skip
     """Classify INPUT rasters (any GDAL address) with MODEL into OUTPUT.
 
     The output has the input's grid, uint8 class values, nodata 255, a color table, class
@@ -139,7 +148,19 @@ def command(ctx: click.Context, inputs, model, output, tile_size, overlap, batch
         resume=resume,
         progress=opt.progress_enabled(ctx),
     )
+    vec = None
+    if polygons:
+        from geopsp.vectorize.run import VectorizeOptions, check_polygon_output
+
+        vec = VectorizeOptions(**shaping_values(polygon_options, "polygon_"), confidence=confidence,
+                               overwrite=overwrite, progress=options.progress,
+                               option_prefix="polygon-")  # fmt: skip
+        check_polygon_output(polygons, vec, len(inputs))  # before minutes of classification
     summaries = classify(list(inputs), model, output, options, device=device, amp=amp)
     if opt.env_rank() == 0:
         for s in summaries:
             click.echo(s.line())
+        if vec is not None and summaries:
+            from geopsp.vectorize.run import vectorize
+
+            click.echo(vectorize(summaries[0].output, polygons, vec).line())

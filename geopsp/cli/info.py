@@ -97,6 +97,10 @@ def summary(path: str, md: dict, n_params: int) -> str:
         lines.append(
             f"                  {c.get('value')!s:>3}  #{r:02x}{g:02x}{b:02x}  {c.get('name')}"
         )
+    from geopsp.export import export_targets
+
+    lines.append("  exports to      (geopsp export-model)")
+    lines += [f"                  {fmt:<5} {what}" for fmt, what in export_targets(md)]
     metrics = md.get("metrics") or {}
     if metrics:
         lines.append("  metrics")

@@ -21,7 +21,12 @@ COMMANDS = {
     "train": ("geopsp.cli.train", "Train a PSPNet on chip folders."),
     "classify": ("geopsp.cli.classify", "Classify rasters of any size with a trained model."),
     "evaluate": ("geopsp.cli.evaluate", "Score a classified raster against reference labels."),
+    "vectorize": ("geopsp.cli.vectorize", "Polygons per class out of a class raster."),
     "info": ("geopsp.cli.info", "Describe a geopsp model file."),
+    "export-model": (
+        "geopsp.cli.export_model",
+        "Export a model for ArcGIS Pro (.dlpk), ONNX/QGIS or a STAC catalog.",
+    ),
 }
 
 log = logging.getLogger("geopsp")
@@ -87,7 +92,7 @@ def setup_logging(verbose: int, quiet: bool) -> None:
 def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """geopsp: land-cover, building and water maps from imagery with PSPNet.
 
-    Workflow: export-chips -> train -> classify -> evaluate.
+    Workflow: export-chips -> train -> classify -> evaluate (vectorize: polygons).
     """
     setup_logging(verbose, quiet)
     ctx.ensure_object(dict)

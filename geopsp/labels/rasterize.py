@@ -85,11 +85,7 @@ class LabelSource:
             ok = ~shapely.is_empty(geoms) & np.isfinite(b).all(axis=1)
             geoms, values = geoms[ok], self.values[ok]
             if self.buffer:
-                widen = np.ones(len(geoms), dtype=bool)
-                if not self.buffer_polygons:
-                    widen = ~np.isin(shapely.get_type_id(geoms), POLYGON_TYPE_IDS)
-                geoms = geoms.copy()
-                geoms[widen] = shapely.buffer(geoms[widen], self.buffer)
+                geoms = buffered(geoms, self.buffer, polygons=self.buffer_polygons)
             self._cache[key] = (geoms, values, shapely.STRtree(geoms))
         return self._cache[key]
 
@@ -115,6 +111,19 @@ class LabelSource:
         except Exception:  # CRS pair with no valid transform: the extents cannot overlap
             return False
         return lb[0] < bounds[2] and bounds[0] < lb[2] and lb[1] < bounds[3] and bounds[1] < lb[3]
+
+
+def buffered(geoms: np.ndarray, distance: float, polygons: bool = True) -> np.ndarray:
+    """``geoms`` buffered by ``distance``: all of them, or (``polygons`` False) only lines and
+    points, which have no area of their own."""
+    import shapely
+
+    widen = np.ones(len(geoms), dtype=bool)
+    if not polygons:
+        widen = ~np.isin(shapely.get_type_id(geoms), POLYGON_TYPE_IDS)
+    out = np.array(geoms, dtype=object)
+    out[widen] = shapely.buffer(out[widen], distance)
+    return out
 
 
 def _crs_key(crs) -> str:

@@ -1,0 +1,1 @@
+"""Polygons out of class rasters: block-wise polygonization, shaping, vector outputs."""
