@@ -34,7 +34,7 @@ import rasterio
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from geopsp.chips.export import export_chips
+from geopsp.chips.export import ExportOptions, export_chips
 from geopsp.core.windows import window_grid
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +74,10 @@ def io_floor(image: str, chip: int, stride: int, outdir: Path) -> tuple[float, i
 def run_export(image, labels, chip, stride, workers, outdir: Path) -> tuple[float, int]:
     t = time.perf_counter()
     s = export_chips(
-        [image], labels, str(outdir), chip_size=chip, stride=stride, keep_empty=1.0, workers=workers
+        [image],
+        labels,
+        str(outdir),
+        ExportOptions(chip_size=chip, stride=stride, keep_empty=1.0, workers=workers),
     )
     return time.perf_counter() - t, s.chips_written
 
@@ -103,8 +106,9 @@ def upsampled(image: str, factor: int, path: Path) -> Path:
 def peak_rss_mb(image: str, labels: str, outdir: Path) -> float:
     """Peak RSS (MB) of a fresh process running one export with 256 px chips."""
     code = (
-        "import resource, sys; from geopsp.chips.export import export_chips; "
-        "export_chips([sys.argv[1]], sys.argv[2], sys.argv[3], chip_size=256, stride=256, keep_empty=1.0); "
+        "import resource, sys; from geopsp.chips.export import ExportOptions, export_chips; "
+        "export_chips([sys.argv[1]], sys.argv[2], sys.argv[3], "
+        "ExportOptions(chip_size=256, stride=256, keep_empty=1.0)); "
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
     out = subprocess.run(

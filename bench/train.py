@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from geopsp.chips.export import export_chips
+from geopsp.chips.export import ExportOptions, export_chips
 from geopsp.chips.folder import open_chip_folder
 from geopsp.core.classes import value_lut
 from geopsp.models import AUX_WEIGHT, build_model
@@ -58,9 +58,7 @@ def main() -> None:
             [str(EVEREST / "LE71400412000304SGS00_RGB.tif")],
             str(EVEREST / "15_rgi60_glacier_outlines.gpkg"),
             str(chips),
-            chip_size=args.chip_size,
-            stride=args.chip_size,
-            val_fraction=0.0,
+            ExportOptions(chip_size=args.chip_size, stride=args.chip_size, val_fraction=0.0),
         )
         cs = open_chip_folder(chips)
         train = cs.split("train")

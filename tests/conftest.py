@@ -19,49 +19,38 @@ def sample_data() -> Path:
     return SAMPLE
 
 
-@pytest.fixture(scope="session")
-def everest() -> dict[str, Path]:
-    d = SAMPLE / "everest_landsat7_glaciers"
-    return {
-        "image": d / "LE71400412000304SGS00_RGB.tif",
-        "labels": d / "15_rgi60_glacier_outlines.gpkg",
-    }
+# Sample data by fixture name: its folder under sample_data/ and its files by role.
+SAMPLE_FILES = {
+    "everest": ("everest_landsat7_glaciers", {
+        "image": "LE71400412000304SGS00_RGB.tif", "labels": "15_rgi60_glacier_outlines.gpkg"}),
+    "atlanta": ("spacenet4_atlanta_buildings", {
+        "image": "sample_geotiff.tif", "labels": "geotiff_labels.geojson"}),
+    "nc_landsat": ("nc_landsat7_landcover", {
+        "image": "lsat7_2000_6band.tif", "labels": "landsat96_polygons.shp",
+        "label_raster": "landclass_strata.tif",
+        "labelled_pixels": "landsat96_labelled_pixels.tif"}),
+    "rcr": ("rcr_sentinel2_landcover", {
+        "image": "rcr_s2b_l1c_20181013_B01-B08_crop1000x600.tif", "labels": "rcr_landcover.shp"}),
+    "vegas": ("spacenet3_vegas_roads", {
+        "image": "road_mask_input.tif", "labels": "sample_roads_for_masking.geojson",
+        "label_raster": "sample_road_raster_mask.tif"}),
+}  # fmt: skip
 
 
-@pytest.fixture(scope="session")
-def atlanta() -> dict[str, Path]:
-    d = SAMPLE / "spacenet4_atlanta_buildings"
-    return {"image": d / "sample_geotiff.tif", "labels": d / "geotiff_labels.geojson"}
+def _sample_fixture(name: str):
+    folder, files = SAMPLE_FILES[name]
+
+    @pytest.fixture(scope="session", name=name)
+    def paths() -> dict[str, Path]:
+        """The sample's file paths by role (image, labels, ...)."""
+        return {role: SAMPLE / folder / file for role, file in files.items()}
+
+    return paths
 
 
-@pytest.fixture(scope="session")
-def nc_landsat() -> dict[str, Path]:
-    d = SAMPLE / "nc_landsat7_landcover"
-    return {
-        "image": d / "lsat7_2000_6band.tif",
-        "labels": d / "landsat96_polygons.shp",
-        "label_raster": d / "landclass_strata.tif",
-        "labelled_pixels": d / "landsat96_labelled_pixels.tif",
-    }
-
-
-@pytest.fixture(scope="session")
-def rcr() -> dict[str, Path]:
-    d = SAMPLE / "rcr_sentinel2_landcover"
-    return {
-        "image": d / "rcr_s2b_l1c_20181013_B01-B08_crop1000x600.tif",
-        "labels": d / "rcr_landcover.shp",
-    }
-
-
-@pytest.fixture(scope="session")
-def vegas() -> dict[str, Path]:
-    d = SAMPLE / "spacenet3_vegas_roads"
-    return {
-        "image": d / "road_mask_input.tif",
-        "labels": d / "sample_roads_for_masking.geojson",
-        "label_raster": d / "sample_road_raster_mask.tif",
-    }
+# One session fixture per sample (``everest``, ``atlanta``, ...): its file paths by role.
+for _name in SAMPLE_FILES:
+    globals()[f"_{_name}_fixture"] = _sample_fixture(_name)
 
 
 # --- Shared chips and model (session-scoped: built once, reused by train/classify/evaluate) ---
@@ -72,17 +61,16 @@ EVEREST_CHIP_SIZE = 64
 @pytest.fixture(scope="session")
 def everest_chips(everest, tmp_path_factory) -> Path:
     """A geopsp chip folder cut from the Everest sample: 64 px chips, no overlap, 20 % val."""
-    from geopsp.chips.export import export_chips
+    from geopsp.chips.export import ExportOptions, export_chips
 
     out = tmp_path_factory.mktemp("everest") / "chips"
     export_chips(
         [str(everest["image"])],
         str(everest["labels"]),
         str(out),
-        chip_size=EVEREST_CHIP_SIZE,
-        stride=EVEREST_CHIP_SIZE,
-        val_fraction=0.2,
-        seed=0,
+        ExportOptions(
+            chip_size=EVEREST_CHIP_SIZE, stride=EVEREST_CHIP_SIZE, val_fraction=0.2, seed=0
+        ),
     )
     return out
 
@@ -182,6 +170,7 @@ def write_chip_folder(
             "band_count": bands,
             "mean": allpx.mean(axis=(0, 2, 3)).tolist(),
             "std": allpx.std(axis=(0, 2, 3)).tolist(),
+            "valid_pixels": n * size * size,
             "chip_size": size,
             "crs": "EPSG:32631",
             "resolution": [10.0, 10.0],

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from geopsp.chips.splits import spatial_split
+from geopsp.core.band_stats import BandStats
 from geopsp.core.classes import ClassInfo, load_classes
 from geopsp.core.errors import InputError
 
@@ -50,6 +51,7 @@ class ChipSet:
     chip_size: tuple[int, int]  # (height, width)
     mean: list[float] | None = None
     std: list[float] | None = None
+    valid_pixels: int | None = None  # pixels behind ``mean``/``std``, to pool folders
     crs: str | None = None
     resolution: list[float] | None = None
     extra: dict = field(default_factory=dict)
@@ -126,6 +128,7 @@ def _open_geopsp(folder: Path) -> ChipSet:
         chip_size=size,  # type: ignore[arg-type]
         mean=[float(m) for m in mean] if mean else None,
         std=[float(s) for s in std] if std else None,
+        valid_pixels=stats.get("valid_pixels"),
         crs=stats.get("crs") or first["crs"],
         resolution=stats.get("resolution") or first["res"],
         extra={"chips_total": len(chips)},
@@ -211,21 +214,21 @@ def _merge_classes(sets: list[ChipSet]) -> list[ClassInfo]:
 
 
 def _pooled_stats(sets: list[ChipSet]) -> tuple[list[float] | None, list[float] | None]:
-    if any(s.mean is None or s.std is None for s in sets):
+    """The statistics of all the folders' valid pixels together (None when a folder lacks its
+    statistics or their pixel count: training then measures the chips)."""
+    if any(s.mean is None or s.std is None or not s.valid_pixels for s in sets):
         return None, None
-    w = np.array([len(s.chips) for s in sets], dtype=float)[:, None]
-    m = np.array([s.mean for s in sets], dtype=float)
-    sd = np.array([s.std for s in sets], dtype=float)
-    mean = (w * m).sum(0) / w.sum()
-    var = (w * (sd**2 + (m - mean) ** 2)).sum(0) / w.sum()
-    return mean.tolist(), np.sqrt(var).tolist()
+    pooled = BandStats(sets[0].band_count)
+    for s in sets:
+        pooled.merge(BandStats.from_summary(s.valid_pixels, s.mean, s.std))  # type: ignore[arg-type]
+    return pooled.mean.tolist(), pooled.std.tolist()
 
 
 def merge_chip_sets(sets: list[ChipSet]) -> ChipSet:
     """Merge chip folders whose band count and chip size agree and whose classes do not conflict.
 
     The class table is the union of the folders' tables; band statistics are pooled (weighted
-    by chip count) when every folder has them.
+    by valid pixels) when every folder has them.
     """
     if len(sets) == 1:
         return sets[0]
@@ -252,6 +255,7 @@ def merge_chip_sets(sets: list[ChipSet]) -> ChipSet:
         chip_size=first.chip_size,
         mean=mean,
         std=std,
+        valid_pixels=sum(s.valid_pixels or 0 for s in sets) if mean else None,
         crs=first.crs,
         resolution=first.resolution,
         extra={"chips_total": sum(len(s.chips) for s in sets)},

@@ -8,28 +8,34 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from geopsp.chips.metadata import ChipRecord
-from geopsp.chips.worker import ChipResult, init_worker, process_batch, temp_names
+from geopsp.chips.worker import ChipParams, ChipResult, init_worker, process_batch, temp_names
 from geopsp.core.band_stats import BandStats
+
+if TYPE_CHECKING:
+    from geopsp.chips.export import ExportPlan
 
 
 def run_windows(
-    jobs, total, src, params, summary, nbands, workers, progress, tmp
+    plan: ExportPlan, params: ChipParams, workers: int, progress: bool, tmp: Path
 ) -> tuple[list, BandStats]:
-    """Cut every window of ``jobs`` in order; return the kept chips and their band statistics.
+    """Cut every window of ``plan.jobs`` in order; return the kept chips and their band
+    statistics.
 
-    ``jobs`` are ``(source_index, address, [(cand, col_off, row_off), ...])``; ``summary``
-    (an ``ExportSummary``) gets the skip counts.
+    ``plan.jobs`` are ``(source_index, address, [(cand, col_off, row_off), ...])``;
+    ``plan.summary`` gets the skip counts.
     """
     from geopsp.core.progress import bar
 
+    jobs, summary = plan.jobs, plan.summary
     records: list[ChipRecord] = []
-    stats = BandStats(nbands)
+    stats = BandStats(len(plan.bands))
     source_of = {w[0]: job[0] for job in jobs for w in job[2]}
     window_of = {w[0]: (w[1], w[2]) for job in jobs for w in job[2]}
-    with bar(total, "export-chips", enabled=progress, unit="window") as pbar:
-        for results in _results(jobs, src, params, workers):
+    with bar(plan.windows, "export-chips", enabled=progress, unit="window") as pbar:
+        for results in _results(jobs, plan.labels, params, workers):
             for r in results:
                 _collect(r, records, stats, summary, source_of, window_of, params, tmp)
             pbar.update(len(results))
@@ -71,5 +77,4 @@ def _collect(
     os.replace(img, tmp / "images" / rec.name)
     os.replace(lab, tmp / "labels" / rec.name)
     records.append(rec)
-    if r.n:
-        stats.add(r.n, r.mean, r.m2, r.vmin, r.vmax)
+    stats.merge(r.stats)

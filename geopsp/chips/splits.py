@@ -3,15 +3,19 @@
 Random per-chip splits leak: chips cut with a stride smaller than the chip size share pixels,
 so a "validation" chip would be half training data. Instead whole spatial blocks (squares of
 ``block`` chip widths on each source raster) go to validation, and any training chip that
-still overlaps a validation chip is marked ``"gap"`` and used by neither side. No pixel is
+still overlaps a validation chip is marked ``"gap"`` and used by neither side. When whole blocks
+would leave no training chip (tiny inputs), validation shrinks to single chips. No pixel is
 ever in both sets.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def spatial_split(
@@ -43,9 +47,8 @@ def spatial_split(
     """
     bounds = np.asarray(bounds, dtype=np.float64).reshape(-1, 4)
     n = len(bounds)
-    split = np.full(n, "train", dtype=object)
     if n == 0 or val_fraction <= 0:
-        return split.astype(str)
+        return np.full(n, "train")
     groups = np.asarray(list(groups), dtype=object)
     size = np.median(np.maximum(bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1]))
     edge = max(size * block, 1e-9)
@@ -70,21 +73,53 @@ def spatial_split(
         chosen.add(uniq[i])
         count += counts[uniq[i]]
     is_val = np.array([k in chosen for k in keys])
-    split[is_val] = "val"
-    # Training chips that overlap any validation chip of the same source become gap chips.
-    for g in set(groups[is_val]):
-        vb = bounds[is_val & (groups == g)]
-        tr = np.flatnonzero(~is_val & (groups == g))
-        if len(tr) == 0:
-            continue
-        tb = bounds[tr]
-        ov = (
-            (tb[:, None, 0] < vb[None, :, 2])
-            & (vb[None, :, 0] < tb[:, None, 2])
-            & (tb[:, None, 1] < vb[None, :, 3])
-            & (vb[None, :, 1] < tb[:, None, 3])
-        ).any(axis=1)
-        split[tr[ov]] = "gap"
-    if not (split == "train").any():  # tiny inputs: never leave training empty
-        split[~is_val] = "train"
+    split = _mark_gaps(bounds, groups, is_val)
+    if not (split == "train").any():  # tiny inputs: shrink validation, never share pixels
+        in_block_order = [i for b in order for i, k in enumerate(keys) if k == uniq[b]]
+        split = _shrunk_split(bounds, groups, in_block_order, target)
     return split.astype(str)
+
+
+def _overlaps(bounds: np.ndarray, groups: np.ndarray, i: int) -> np.ndarray:
+    """Chips of chip ``i``'s source that share a pixel with it (itself included)."""
+    b = bounds[i]
+    return (
+        (groups == groups[i])
+        & (bounds[:, 0] < b[2])
+        & (b[0] < bounds[:, 2])
+        & (bounds[:, 1] < b[3])
+        & (b[1] < bounds[:, 3])
+    )
+
+
+def _mark_gaps(bounds: np.ndarray, groups: np.ndarray, is_val: np.ndarray) -> np.ndarray:
+    """``val`` where ``is_val``, ``gap`` for other chips sharing a pixel with one, else ``train``."""
+    split = np.full(len(bounds), "train", dtype=object)
+    blocked = np.zeros(len(bounds), dtype=bool)
+    for i in np.flatnonzero(is_val):
+        blocked |= _overlaps(bounds, groups, i)
+    split[blocked] = "gap"
+    split[is_val] = "val"
+    return split
+
+
+def _shrunk_split(bounds: np.ndarray, groups: np.ndarray, candidates: list[int], target: int):
+    """Validation chips taken one at a time (in block order) while a training chip remains.
+
+    Used when whole blocks of validation would leave no training chip. Without any chip that
+    can be set apart, every chip trains and a warning says why there is no validation.
+    """
+    is_val = np.zeros(len(bounds), dtype=bool)
+    blocked = np.zeros(len(bounds), dtype=bool)
+    for i in candidates:
+        if is_val.sum() >= target:
+            break
+        more = blocked | _overlaps(bounds, groups, i)
+        if (~more).any():  # at least one chip still shares no pixel with validation
+            is_val[i], blocked = True, more
+    if not is_val.any():
+        log.warning(
+            "no chip can be set apart for validation without sharing pixels with training "
+            "chips; every chip is a training chip (use a larger raster or a larger --stride)"
+        )
+    return _mark_gaps(bounds, groups, is_val)

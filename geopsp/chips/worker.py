@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from geopsp.core.band_stats import BandStats
 from geopsp.core.classes import IGNORE, ClassInfo
 from geopsp.core.errors import GeopspError, InputError
+from geopsp.core.normalize import has_data
 from geopsp.labels.rasterize import LabelSource, rasterize_labels
 
 
@@ -40,11 +42,7 @@ class ChipResult:
     status: str
     nodata_fraction: float = 0.0
     counts: np.ndarray | None = None  # pixels per label value (256,)
-    n: int = 0  # valid pixels
-    mean: np.ndarray | None = None  # per band, over valid pixels
-    m2: np.ndarray | None = None  # per band sum of squared deviations
-    vmin: np.ndarray | None = None
-    vmax: np.ndarray | None = None
+    stats: BandStats | None = None  # band statistics over the chip's valid pixels
 
 
 _STATE: dict = {}
@@ -89,7 +87,7 @@ def process_batch(job: tuple[int, str, list[tuple[int, int, int]]]) -> list[Chip
 
     # One GDAL environment for the batch: rasterio would otherwise set one up and tear it down
     # around every open/read/rasterize call, a large share of the time for small chips.
-    with rasterio.Env():
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):  # chip masks inside the chip files
         for cand, col, row in windows:
             try:
                 out.append(_one_chip(ds, image_index, cand, col, row, labels, params))
@@ -105,26 +103,32 @@ def process_batch(job: tuple[int, str, list[tuple[int, int, int]]]) -> list[Chip
     return out
 
 
-def _read_window(ds, bands, col, row, size) -> tuple[np.ndarray, np.ndarray, int]:
-    """Chip pixels (padded with nodata past the edge), validity mask and in-raster pixel count."""
+def _read_window(ds, bands, col, row, size) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Chip pixels (padded past the edge), validity masks and the in-raster pixel count.
+
+    Two masks, both False in the padding: ``data`` where classify reads data
+    (:func:`geopsp.core.normalize.has_data`), and ``full`` where every band has data (the
+    pixels that get labels and enter the band statistics).
+    """
+    from rasterio.enums import MaskFlags
     from rasterio.windows import Window
 
     nodata = ds.nodata if ds.nodata is not None else 0
     img = np.full((len(bands), size, size), nodata, dtype=ds.dtypes[bands[0] - 1])
-    valid = np.zeros((size, size), dtype=bool)
+    data = np.zeros((size, size), dtype=bool)
+    full = np.zeros((size, size), dtype=bool)
     w, h = min(size, ds.width - col), min(size, ds.height - row)
     win = Window(col, row, w, h)
     img[:, :h, :w] = ds.read(list(bands), window=win)
-    from rasterio.enums import MaskFlags
-
-    if all(flags == [MaskFlags.all_valid] for flags in (ds.mask_flag_enums[b - 1] for b in bands)):
-        valid[:h, :w] = True
-    else:
-        masks = ds.read_masks(list(bands), window=win)
-        valid[:h, :w] = np.all(masks > 0, axis=0)
+    inside = img[:, :h, :w]
+    masks = None
+    if any(flags != [MaskFlags.all_valid] for flags in (ds.mask_flag_enums[b - 1] for b in bands)):
+        masks = ds.read_masks(list(bands), window=win) > 0
+    data[:h, :w] = has_data(inside, masks)
+    full[:h, :w] = True if masks is None else masks.all(axis=0)
     if np.issubdtype(img.dtype, np.floating):  # NaN is nodata even when not declared
-        valid[:h, :w] &= np.all(np.isfinite(img[:, :h, :w]), axis=0)
-    return img, valid, w * h
+        full[:h, :w] &= np.isfinite(inside).all(axis=0)
+    return img, data, full, w * h
 
 
 def _one_chip(ds, image_index, cand, col, row, labels, params: ChipParams) -> ChipResult:
@@ -141,7 +145,7 @@ def _one_chip(ds, image_index, cand, col, row, labels, params: ChipParams) -> Ch
     )
     if not keep and not _has_labels(label):
         return ChipResult(cand, "empty")  # decided before reading any imagery
-    img, valid, inside = _read_window(ds, params.bands, col, row, size)
+    img, has_data, valid, inside = _read_window(ds, params.bands, col, row, size)
     nodata_fraction = float(inside - valid.sum()) / inside if inside else 1.0
     if nodata_fraction > params.max_nodata:
         return ChipResult(cand, "nodata", nodata_fraction)
@@ -149,16 +153,11 @@ def _one_chip(ds, image_index, cand, col, row, labels, params: ChipParams) -> Ch
     if not keep and not _has_labels(label):
         return ChipResult(cand, "empty", nodata_fraction)
     img_path, lab_path = temp_names(params.workdir, cand)
-    _write_chip(ds, img, label, tr, params, img_path, lab_path)
-    res = ChipResult(cand, "written", nodata_fraction, np.bincount(label.ravel(), minlength=256))
-    n = int(valid.sum())
-    res.n = n
-    if n:
-        vals = img[:, valid].astype(np.float64)
-        res.mean = vals.mean(axis=1)
-        res.m2 = ((vals - res.mean[:, None]) ** 2).sum(axis=1)
-        res.vmin, res.vmax = vals.min(axis=1), vals.max(axis=1)
-    return res
+    _write_chip(ds, img, has_data, label, tr, params, img_path, lab_path)
+    counts = np.bincount(label.ravel(), minlength=256)
+    return ChipResult(
+        cand, "written", nodata_fraction, counts, BandStats.from_pixels(img[:, valid])
+    )
 
 
 def _has_labels(label: np.ndarray) -> bool:
@@ -166,7 +165,11 @@ def _has_labels(label: np.ndarray) -> bool:
     return bool(np.any((label > 0) & (label < IGNORE)))
 
 
-def _write_chip(ds, img, label, tr, params: ChipParams, img_path: str, lab_path: str) -> None:
+def _write_chip(
+    ds, img, has_data, label, tr, params: ChipParams, img_path: str, lab_path: str
+) -> None:
+    """Write the image chip (with an internal mask wherever a pixel has no data, so that
+    padding and the source's masks survive without a nodata value) and the label chip."""
     import rasterio
 
     size = params.chip_size
@@ -178,6 +181,8 @@ def _write_chip(ds, img, label, tr, params: ChipParams, img_path: str, lab_path:
         img_path, "w", **base, count=img.shape[0], dtype=img.dtype, nodata=ds.nodata
     ) as dst:
         dst.write(img)
+        if not has_data.all():
+            dst.write_mask(np.where(has_data, 255, 0).astype(np.uint8))
         descr = [ds.descriptions[b - 1] for b in params.bands]
         if any(descr):
             dst.descriptions = tuple(d or "" for d in descr)

@@ -64,7 +64,6 @@ class TileReader:
             self.height, self.width = src.height, src.width
             flags = [src.mask_flag_enums[b - 1] for b in bands]
             nodata = src.nodata
-            self.float = np.dtype(src.dtypes[bands[0] - 1]).kind == "f"
         names = [{f.name for f in fl} for fl in flags]
         if all(n == {"all_valid"} for n in names):
             self.mode = "all"
@@ -84,7 +83,7 @@ class TileReader:
         from rasterio.errors import RasterioIOError
         from rasterio.windows import Window
 
-        from geopsp.core.normalize import normalize
+        from geopsp.core.normalize import has_data, normalize
         from geopsp.core.sources import read_error
 
         t = self.tile
@@ -96,14 +95,9 @@ class TileReader:
             masks = src.read_masks(self.bands, window=win) if self.mode == "mask" else None
         except RasterioIOError as exc:
             raise read_error(self.address, exc, tile.col, tile.row) from None
-        if self.mode == "all":
-            valid = np.ones((h, w), dtype=bool)
-        elif self.mode == "nodata":  # a pixel is nodata only where every band is (GDAL rule)
-            valid = (data != self.nodata).any(axis=0)
-        else:
-            valid = (masks > 0).any(axis=0)
-        if self.float:
-            valid &= np.isfinite(data).any(axis=0)
+        if self.mode == "nodata":  # the nodata masks, without reading them from GDAL
+            masks = data != self.nodata
+        valid = has_data(data, masks)
         x = np.zeros((len(self.bands), t, t), dtype=np.float32)
         x[:, :h, :w] = normalize(data, self.mean, self.std, valid)
         v = np.zeros((t, t), dtype=bool)

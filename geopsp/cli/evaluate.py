@@ -16,14 +16,12 @@ from geopsp.cli import options
     metavar="REF",
     help="Reference labels: a vector (any OGR address, any CRS) or a label raster.",
 )
-@options.class_field(
-    "Vector attribute holding each polygon's class name or value (default: none, every "
-    "polygon is the prediction's single non-background class)."
+@options.label_options(
+    class_field_help="Vector attribute holding each polygon's class name or value (default: "
+    "none, every polygon is the prediction's single non-background class).",
+    unlabeled_help="Reference pixels outside every polygon: class 0, or not counted.",
+    buffer_help="Buffer line/point references by DIST (prediction CRS units) to make areas.",
 )
-@options.layer
-@options.unlabeled("Reference pixels outside every polygon: class 0, or not counted.")
-@options.all_touched
-@options.buffer("Buffer line/point references by DIST (prediction CRS units) to make areas.")
 @click.option(
     "--boundary-tolerance",
     type=click.FloatRange(min=0),
@@ -69,18 +67,12 @@ def command(
     ctx: click.Context,
     prediction: str,
     reference: str,
-    class_field: str | None,
-    layer: str | None,
-    unlabeled: str,
-    all_touched: bool,
-    buffer: float | None,
-    boundary_tolerance: float,
-    block_size: int,
     as_json: bool,
     plot: str | None,
     objects: bool,
     iou: float,
     overwrite: bool,
+    **params,
 ) -> None:
     """Score the class raster PREDICTION against reference labels.
 
@@ -95,36 +87,26 @@ def command(
     from geopsp.core.atomic import check_writable
     from geopsp.evaluate.objects import is_raster
     from geopsp.evaluate.report import format_table, plot_confusion, to_json
-    from geopsp.evaluate.run import evaluate
+    from geopsp.evaluate.run import EvaluateOptions, evaluate
 
     if plot:
         check_writable(plot, overwrite)  # refuse before minutes of work, not after
+    opts = options.build(EvaluateOptions, params, progress=options.progress_enabled(ctx))
     if objects and not is_raster(prediction):  # polygons: object scores only
         if plot:
             raise click.UsageError("--plot needs a class raster PREDICTION, not polygons")
-        _echo_objects(None, prediction, reference, class_field, layer, buffer, iou, as_json)
+        _echo_objects(None, prediction, reference, opts, iou, as_json)
         return
-    result = evaluate(
-        prediction,
-        reference,
-        class_field=class_field,
-        layer=layer,
-        unlabeled=unlabeled,
-        all_touched=all_touched,
-        boundary_tolerance=boundary_tolerance,
-        block_size=block_size,
-        progress=options.progress_enabled(ctx),
-        buffer=buffer,
-    )
+    result = evaluate(prediction, reference, opts)
     if plot:
         plot_confusion(result, plot, overwrite=overwrite)
     if objects:
-        _echo_objects(result, prediction, reference, class_field, layer, buffer, iou, as_json)
+        _echo_objects(result, prediction, reference, opts, iou, as_json)
         return
     click.echo(to_json(result) if as_json else format_table(result))
 
 
-def _echo_objects(pixels, prediction, reference, class_field, layer, buffer, iou, as_json) -> None:
+def _echo_objects(pixels, prediction, reference, opts, iou: float, as_json: bool) -> None:
     """Print the object scores (``--objects``) after the pixel scores when there are any."""
     import json
 
@@ -132,7 +114,12 @@ def _echo_objects(pixels, prediction, reference, class_field, layer, buffer, iou
     from geopsp.evaluate.report import format_table
 
     obj = evaluate_objects(
-        prediction, reference, class_field=class_field, layer=layer, buffer=buffer, iou=iou
+        prediction,
+        reference,
+        class_field=opts.class_field,
+        layer=opts.layer,
+        buffer=opts.buffer,
+        iou=iou,
     )
     if as_json:
         data = pixels.to_dict() if pixels is not None else {}

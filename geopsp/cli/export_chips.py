@@ -16,8 +16,11 @@ from geopsp.cli import options
     help="Label vector (any OGR format, any CRS) or label raster.",
 )
 @click.option("-o", "--outdir", required=True, metavar="OUTDIR", help="Chip folder to create.")
-@options.class_field("Attribute with the class (default: one class).")
-@options.layer
+@options.label_options(
+    class_field_help="Attribute with the class (default: one class).",
+    unlabeled_help="Pixels outside every label: class 0 (dense labels) or ignored (sparse samples).",
+    buffer_help="Buffer labels by DIST raster-CRS units (required for lines/points).",
+)
 @click.option(
     "--classes",
     default=None,
@@ -34,11 +37,6 @@ from geopsp.cli import options
     help="Step between chips in pixels [default: chip size / 2].",
 )
 @options.bands
-@options.unlabeled(
-    "Pixels outside every label: class 0 (dense labels) or ignored (sparse samples)."
-)
-@options.buffer("Buffer labels by DIST raster-CRS units (required for lines/points).")
-@options.all_touched
 @click.option(
     "--keep-empty",
     default=0.0,
@@ -65,9 +63,7 @@ from geopsp.cli import options
 @options.overwrite
 @options.config
 @click.pass_context
-def command(ctx: click.Context, images, labels, outdir, class_field, layer, classes, chip_size, stride,
-            bands, unlabeled, buffer, all_touched, keep_empty, max_nodata, val_fraction, seed, workers,
-            overwrite) -> None:  # fmt: skip
+def command(ctx: click.Context, images, labels, outdir, bands, **params) -> None:
     """Cut IMAGE rasters and their LABELS into georeferenced training chips in OUTDIR.
 
     OUTDIR gets images/, labels/, chips.gpkg (chip footprints, windows, split, class counts),
@@ -77,29 +73,12 @@ def command(ctx: click.Context, images, labels, outdir, class_field, layer, clas
       geopsp export-chips sample_data/spacenet4_atlanta_buildings/sample_geotiff.tif \\
         --labels sample_data/spacenet4_atlanta_buildings/geotiff_labels.geojson -o chips
     """
-    from geopsp.chips.export import export_chips
+    from geopsp.chips.export import ExportOptions, export_chips
     from geopsp.core.sources import parse_bands
 
-    summary = export_chips(
-        list(images),
-        labels,
-        outdir,
-        class_field=class_field,
-        layer=layer,
-        classes=classes,
-        chip_size=chip_size,
-        stride=stride,
-        bands=parse_bands(bands),
-        unlabeled=unlabeled,
-        buffer=buffer,
-        all_touched=all_touched,
-        keep_empty=keep_empty,
-        max_nodata=max_nodata,
-        val_fraction=val_fraction,
-        seed=seed,
-        workers=workers,
-        overwrite=overwrite,
-        progress=options.progress_enabled(ctx),
+    opts = options.build(
+        ExportOptions, params, bands=parse_bands(bands), progress=options.progress_enabled(ctx)
     )
+    summary = export_chips(list(images), labels, outdir, opts)
     for line in summary.summary_lines():
         click.echo(line)

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import fields
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
+
+T = TypeVar("T")
 
 overwrite = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 
@@ -115,6 +119,39 @@ def parse_creation_options(items: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+def build(cls: type[T], params: dict[str, Any], **parsed: Any) -> T:
+    """A command's typed options dataclass from click's parameters.
+
+    Each field takes the parameter of the same name; ``parsed`` gives the fields whose value
+    the command converted (``bands=parse_bands(...)``). A parameter without a field raises
+    ``TypeError``, so an option can never be dropped on its way to the library.
+    """
+    values = {**params, **parsed}
+    unknown = set(values) - {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field for {', '.join(sorted(unknown))}")
+    return cls(**values)
+
+
+def label_options(*, class_field_help: str, unlabeled_help: str, buffer_help: str):
+    """The label options of export-chips (training labels) and evaluate (reference labels):
+    the same names, types and checks; each command says what its labels are for."""
+    group = [
+        class_field(class_field_help),
+        layer,
+        unlabeled(unlabeled_help),
+        buffer(buffer_help),
+        all_touched,
+    ]
+
+    def apply(f):
+        for option in reversed(group):  # listed in --help in the order above
+            f = option(f)
+        return f
+
+    return apply
+
+
 def progress_enabled(ctx: click.Context) -> bool:
     """Progress bars are on unless ``-q`` was given."""
     root = ctx.find_root()
@@ -153,9 +190,27 @@ def _load_config(path: str) -> dict:
     return out
 
 
+def _check_config_keys(ctx: click.Context, path: str, cfg: dict) -> None:
+    """Refuse keys that name no option of the command: a misspelt option would otherwise be
+    silently ignored and the run would use its default."""
+    import difflib
+
+    known = {p.name for p in ctx.command.params if p.expose_value and p.name}
+    for key in cfg:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise click.BadParameter(
+                f"{path}: unknown option {key!r} for {ctx.command.name}{hint}; "
+                "the keys are the command's option names",
+                param_hint="-c/--config",
+            )
+
+
 def _config_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value:
         cfg = _load_config(value)
+        _check_config_keys(ctx, value, cfg)
         ctx.default_map = {**(ctx.default_map or {}), **cfg}
     return value
 

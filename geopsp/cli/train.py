@@ -6,7 +6,13 @@ import click
 
 from geopsp.cli import options
 
-CHOICE = dict(case_sensitive=False)
+
+def _option(flag: str, help_text: str, choices: list[str] | None = None, **kw):
+    """A train option whose default is None, "not given": then the documented default (in
+    its help) applies, or with --resume the checkpoint's value. Choices ignore case."""
+    if choices is not None:
+        kw["type"] = click.Choice(choices, case_sensitive=False)
+    return click.option(flag, default=None, help=help_text, **kw)
 
 
 def _ints(text: str | None, opt: str) -> list[int] | None:
@@ -53,135 +59,66 @@ def class_table(rows: list[dict]) -> str:
 @click.argument("chips_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(), help="Output folder.")
 @options.config
-@click.option(
-    "--backbone", default=None, help="Encoder (smp name or tu-<timm>).  [default: resnet18]"
+@_option("--backbone", "Encoder (smp name or tu-<timm>).  [default: resnet18]")
+@_option("--encoder-weights", "imagenet, none, or an encoder weights file.  [default: imagenet]")
+@_option("--output-stride", "Encoder output stride.  [default: 8]", ["8", "16"])
+@_option("--pyramid-sizes", "Pyramid pooling bin sizes.  [default: 1,3,5,6]")
+@_option(
+    "--decoder", "Decoder: fpn (sharper edges) or upsample.  [default: fpn]", ["fpn", "upsample"]
 )
-@click.option(
-    "--encoder-weights",
-    default=None,
-    help="imagenet, none, or an encoder weights file.  [default: imagenet]",
-)
-@click.option(
-    "--output-stride",
-    type=click.Choice(["8", "16"]),
-    default=None,
-    help="Encoder output stride.  [default: 8]",
-)
-@click.option(
-    "--pyramid-sizes", default=None, help="Pyramid pooling bin sizes.  [default: 1,3,5,6]"
-)
-@click.option(
-    "--decoder",
-    type=click.Choice(["fpn", "upsample"], **CHOICE),
-    default=None,
-    help="Decoder: fpn (sharper edges) or upsample.  [default: fpn]",
-)
-@click.option(
-    "--pointrend/--no-pointrend",
-    default=None,
-    help="PointRend boundary refinement.  [default: on]",
-)
-@click.option(
-    "--epochs",
-    type=int,
-    default=None,
-    help="Epochs (an upper bound with --patience).  [default: 20]",
-)
-@click.option(
-    "--batch-size", type=int, default=None, help="Chips per step (per process).  [default: 8]"
-)
-@click.option(
+@_option("--pointrend/--no-pointrend", "PointRend boundary refinement.  [default: on]")
+@_option("--epochs", "Epochs (an upper bound with --patience).  [default: 20]", type=int)
+@_option("--batch-size", "Chips per step (per process).  [default: 8]", type=int)
+@_option(
     "--lr",
-    default=None,
+    "Peak learning rate; auto runs a short range test.  [default: auto]",
     metavar="auto|FLOAT",
-    help="Peak learning rate; auto runs a short range test.  [default: auto]",
 )
-@click.option(
-    "--optimizer",
-    type=click.Choice(["adamw", "sgd"], **CHOICE),
-    default=None,
-    help="Optimizer.  [default: adamw]",
+@_option("--optimizer", "Optimizer.  [default: adamw]", ["adamw", "sgd"])
+@_option(
+    "--schedule", "Learning-rate schedule.  [default: onecycle]", ["onecycle", "poly", "cosine"]
 )
-@click.option(
-    "--schedule",
-    type=click.Choice(["onecycle", "poly", "cosine"], **CHOICE),
-    default=None,
-    help="Learning-rate schedule.  [default: onecycle]",
-)
-@click.option(
+@_option(
     "--loss",
-    type=click.Choice(["ce", "focal", "dice", "ce+dice"], **CHOICE),
-    default=None,
-    help="Loss; 255 labels are always ignored.  [default: ce]",
+    "Loss; 255 labels are always ignored.  [default: ce]",
+    ["ce", "focal", "dice", "ce+dice"],
 )
-@click.option(
-    "--class-weights",
-    type=click.Choice(["none", "auto"], **CHOICE),
-    default=None,
-    help="auto: median-frequency balancing.  [default: none]",
+@_option("--class-weights", "auto: median-frequency balancing.  [default: none]", ["none", "auto"])
+@_option(
+    "--ignore-classes", "Class values to leave out (their pixels are ignored).", metavar="V,..."
 )
-@click.option(
-    "--ignore-classes",
-    default=None,
-    metavar="V,...",
-    help="Class values to leave out (their pixels are ignored).",
-)
-@click.option(
+@_option(
     "--arcgis-nodata",
-    type=click.Choice(["background", "ignore"], **CHOICE),
-    default=None,
-    help="ArcGIS Classified_Tiles folders: label 0 (ArcGIS NoData) when the .emd does not "
-    "list it is a trained background class, or ignored.  [default: background]",
+    "ArcGIS Classified_Tiles folders: label 0 (ArcGIS NoData) when the .emd does not list it "
+    "is a trained background class, or ignored.  [default: background]",
+    ["background", "ignore"],
 )
-@click.option(
-    "--augment",
-    type=click.Choice(["d4", "flips", "none"], **CHOICE),
-    default=None,
-    help="Geometric augmentation.  [default: d4]",
+@_option("--augment", "Geometric augmentation.  [default: d4]", ["d4", "flips", "none"])
+@_option(
+    "--color-jitter", "Per-band scale/shift jitter (normalized units).  [default: 0.0]", type=float
 )
-@click.option(
-    "--color-jitter",
-    type=float,
-    default=None,
-    help="Per-band scale/shift jitter (normalized units).  [default: 0.0]",
-)
-@click.option(
+@_option(
     "--patience",
+    "Stop after this many epochs without improvement (0: never).  [default: 5]",
     type=int,
-    default=None,
-    help="Stop after this many epochs without improvement (0: never).  [default: 5]",
 )
-@click.option(
-    "--monitor",
-    type=click.Choice(["miou", "loss"], **CHOICE),
-    default=None,
-    help="Validation score that picks the best model.  [default: miou]",
+@_option(
+    "--monitor", "Validation score that picks the best model.  [default: miou]", ["miou", "loss"]
 )
 @options.device
 @options.threads
-@click.option(
+@_option(
     "--amp/--no-amp",
-    default=None,
-    help="Mixed precision (bfloat16, else float16 + loss scaling).  [default: on for CUDA]",
+    "Mixed precision (bfloat16, else float16 + loss scaling).  [default: on for CUDA]",
 )
 @options.workers
-@click.option("--seed", type=int, default=None, help="Random seed.  [default: 0]")
-@click.option(
-    "--resume",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Continue from OUTDIR/last.ckpt.",
-)
-@click.option(
-    "--init",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Start from the weights of a model file.",
-)
+@_option("--seed", "Random seed.  [default: 0]", type=int)
+@_option("--resume", "Continue from OUTDIR/last.ckpt.", type=click.Path(dir_okay=False))
+@_option("--init", "Start from the weights of a model file.", type=click.Path(dir_okay=False))
 @options.overwrite
 @click.pass_context
 def command(
-    ctx: click.Context, chips_dirs, output, pyramid_sizes, ignore_classes, output_stride, **kw
+    ctx: click.Context, chips_dirs, pyramid_sizes, ignore_classes, output_stride, **params
 ) -> None:
     """Train a PSPNet on one or more chip folders (export-chips or ArcGIS Classified_Tiles).
 
@@ -193,17 +130,14 @@ def command(
 
     if isinstance(chips_dirs, str):  # a single folder from -c config
         chips_dirs = [chips_dirs]
-    for key in ("optimizer", "schedule", "loss", "class_weights", "augment", "monitor", "decoder",
-                "arcgis_nodata"):  # fmt: skip
-        if kw.get(key) is not None:
-            kw[key] = kw[key].lower()
-    cfg = TrainConfig(
+    # Choices are case-insensitive; click hands over the canonical (lower-case) spelling.
+    cfg = options.build(
+        TrainConfig,
+        params,
         chips_dirs=[str(p) for p in chips_dirs],
-        output=output,
         pyramid_sizes=_ints(pyramid_sizes, "--pyramid-sizes"),
         ignore_classes=_ints(ignore_classes, "--ignore-classes"),
         output_stride=int(output_stride) if output_stride else None,
-        **kw,
     )
     main = options.env_rank() == 0
     epochs = {"n": 0}

@@ -5,6 +5,20 @@ from __future__ import annotations
 import numpy as np
 
 
+def has_data(data: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
+    """Where a window of ``(bands, H, W)`` pixels has data, as classify and training read it.
+
+    GDAL's rule: a pixel is missing only where every band is masked (``masks`` 0 or False:
+    a mask band, alpha or the nodata value) and, for floating-point data, where no band is
+    finite. ``masks`` None means no band is masked. The result is what :func:`normalize` gets
+    as ``valid``: export writes it as the chips' mask, so training sees what classify sees.
+    """
+    valid = np.ones(data.shape[1:], dtype=bool) if masks is None else (masks > 0).any(axis=0)
+    if data.dtype.kind == "f":
+        valid &= np.isfinite(data).any(axis=0)
+    return valid
+
+
 def normalize(
     image: np.ndarray, mean: list[float], std: list[float], valid: np.ndarray | None = None
 ) -> np.ndarray:

@@ -162,15 +162,15 @@ def _reference_objects(reference, layer, class_field, table, buffer, crs):
     """The reference's label source, its objects in ``crs`` and their class values."""
     import geopandas as gpd
 
-    from geopsp.labels.rasterize import open_labels
+    from geopsp.labels.rasterize import buffered, open_labels
     from geopsp.vectorize.regions import raster_regions
 
     source = open_labels(reference, layer=layer, class_field=class_field,
                          classes=table or None, buffer=buffer)  # fmt: skip
     if source.kind == "vector":
         ref = gpd.GeoSeries(source.geometries, crs=source.crs).to_crs(crs).values.to_numpy()
-        if buffer:
-            ref = shapely.buffer(ref, buffer)
+        if buffer:  # as for pixel scores: lines and points become areas, polygons stay
+            ref = buffered(ref, buffer, polygons=False)
         return source, ref, np.asarray(source.values, dtype=np.int64)
     r = raster_regions(reference, crs)
     return source, r["geometries"], r["values"]

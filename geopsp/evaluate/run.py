@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,9 +31,18 @@ from geopsp.evaluate.accuracy import (
 from geopsp.evaluate.boundary import BoundaryCounts, boundary_counts
 from geopsp.evaluate.metrics import confusion_matrix
 
+if TYPE_CHECKING:
+    from geopsp.labels.rasterize import LabelSource
+
 log = logging.getLogger(__name__)
 
-__all__ = ["EvaluationResult", "evaluate", "plot_confusion", "result_from_matrix"]
+__all__ = [
+    "EvaluateOptions",
+    "EvaluationResult",
+    "evaluate",
+    "plot_confusion",
+    "result_from_matrix",
+]
 
 
 def _blocks(width: int, height: int, size: int):
@@ -119,18 +130,57 @@ def _final_classes(
     return table
 
 
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """Options of :func:`evaluate` (``geopsp evaluate``; see docs/evaluate.md).
+
+    Attributes
+    ----------
+    class_field, layer : str, optional
+        Vector attribute holding the class (name or value) and layer to read.
+    unlabeled : {"background", "ignore"}
+        What reference pixels outside every polygon are: class 0, or not counted.
+    all_touched : bool
+        Rasterize every pixel a polygon touches, not only those whose center it covers.
+    buffer : float, optional
+        Buffer line/point references by this distance (prediction CRS units) to make areas;
+        polygons keep their extent.
+    boundary_tolerance : float
+        Distance in pixels within which a boundary counts as matched (default 2).
+    block_size : int
+        Edge of the square blocks streamed through memory.
+    progress : bool
+        Show a progress bar on stderr.
+    """
+
+    class_field: str | None = None
+    layer: str | None = None
+    unlabeled: str = "background"
+    all_touched: bool = False
+    buffer: float | None = None
+    boundary_tolerance: float = DEFAULT_BOUNDARY_TOLERANCE
+    block_size: int = DEFAULT_BLOCK_SIZE
+    progress: bool = False
+
+    def checked(self) -> EvaluateOptions:
+        """These options, or a :class:`UsageError` naming the wrong one."""
+        if self.unlabeled not in ("background", "ignore"):
+            raise UsageError(
+                f"--unlabeled must be 'background' or 'ignore', got {self.unlabeled!r}"
+            )
+        if not self.boundary_tolerance >= 0:
+            raise UsageError(
+                f"--boundary-tolerance must be >= 0 pixels, got {self.boundary_tolerance}"
+            )
+        if self.block_size < 1:
+            raise UsageError(
+                f"block size must be a positive number of pixels, got {self.block_size}"
+            )
+        return self
+
+
 def evaluate(
-    prediction: str,
-    reference: str,
-    *,
-    class_field: str | None = None,
-    layer: str | None = None,
-    unlabeled: str = "background",
-    all_touched: bool = False,
-    boundary_tolerance: float = DEFAULT_BOUNDARY_TOLERANCE,
-    block_size: int = DEFAULT_BLOCK_SIZE,
-    progress: bool = False,
-    buffer: float | None = None,
+    prediction: str, reference: str, options: EvaluateOptions | None = None
 ) -> EvaluationResult:
     """Score a class raster against reference labels.
 
@@ -143,92 +193,23 @@ def evaluate(
         union of the values found in either map.
     reference : str
         Label vector (any OGR address, any CRS) or label raster (resampled nearest).
-    class_field, layer : str, optional
-        Vector attribute holding the class (name or value) and layer to read.
-    unlabeled : {"background", "ignore"}
-        What reference pixels outside every polygon are: class 0, or not counted.
-    all_touched : bool
-        Rasterize every pixel a polygon touches, not only those whose center it covers.
-    boundary_tolerance : float
-        Distance in pixels within which a boundary counts as matched (default 2).
-    block_size : int
-        Edge of the square blocks streamed through memory.
-    progress : bool
-        Show a progress bar on stderr.
-    buffer : float, optional
-        Buffer line/point references by this distance (prediction CRS units) to make areas.
+    options : EvaluateOptions, optional
+        Label rules, boundary tolerance, block size (defaults: ``EvaluateOptions()``).
 
     Returns
     -------
     EvaluationResult
     """
-    from rasterio.windows import Window
-    from rasterio.windows import transform as window_transform
-
     from geopsp.core.class_raster import read_classes
-    from geopsp.labels.rasterize import open_labels, rasterize_labels
 
-    if unlabeled not in ("background", "ignore"):
-        raise UsageError(f"--unlabeled must be 'background' or 'ignore', got {unlabeled!r}")
-    if not boundary_tolerance >= 0:
-        raise UsageError(f"--boundary-tolerance must be >= 0 pixels, got {boundary_tolerance}")
-    if block_size < 1:
-        raise UsageError(f"block size must be a positive number of pixels, got {block_size}")
-    halo = int(math.floor(boundary_tolerance)) + 1
+    opts = (options or EvaluateOptions()).checked()
     with open_raster(prediction) as pred:
-        if not np.issubdtype(np.dtype(pred.dtypes[0]), np.integer):
-            raise InputError(
-                f"{prediction}: a class raster holds integer class values, not {pred.dtypes[0]}"
-            )
-        if pred.crs is None:
-            raise InputError(
-                f"{prediction}: the prediction has no CRS; assign one (gdal_edit.py -a_srs)"
-            )
+        _check_prediction(pred, prediction)
         table = read_classes(pred)
-        source = open_labels(
-            reference,
-            layer=layer,
-            class_field=class_field,
-            classes=table,
-            unlabeled=unlabeled,
-            buffer=buffer,
-        )
-        if table is None and any(c.name != str(c.value) for c in source.classes if c.value):
-            # Text classes are numbered 1..N in name order, which nothing ties to the values
-            # of a prediction that carries no class table.
-            log.warning(
-                "%s has no class table: the reference's named classes were numbered 1..N in "
-                "name order and may not match its values; use an integer --class-field",
-                prediction,
-            )
+        source = _open_reference(reference, table, opts, prediction)
         try:
             _check_overlap(pred, source)
-            matrix = np.zeros((256, 256), dtype=np.int64)
-            bcounts = BoundaryCounts()
-            masked = _has_mask(pred)
-            blocks = list(_blocks(pred.width, pred.height, block_size))
-            with bar(len(blocks), "evaluate", enabled=progress, unit="block") as pbar:
-                for col, row, w, h in blocks:
-                    # The block plus a halo (clipped to the raster) so boundary pixels near the
-                    # block edge see their true neighbours.
-                    c0, r0 = max(col - halo, 0), max(row - halo, 0)
-                    c1, r1 = min(col + w + halo, pred.width), min(row + h + halo, pred.height)
-                    win = Window(c0, r0, c1 - c0, r1 - r0)
-                    p = _read_prediction(pred, win, masked)
-                    r = rasterize_labels(
-                        source,
-                        pred.crs,
-                        window_transform(win, pred.transform),
-                        c1 - c0,
-                        r1 - r0,
-                        unlabeled=unlabeled,
-                        all_touched=all_touched,
-                    )
-                    core = (slice(row - r0, row - r0 + h), slice(col - c0, col - c0 + w))
-                    matrix += confusion_matrix(p[core], r[core], 256)
-                    valid = (p != IGNORE) & (r != IGNORE)
-                    bcounts += boundary_counts(p, r, valid, boundary_tolerance, core)
-                    pbar.update(1)
+            matrix, bcounts = _accumulate(pred, source, opts)
         finally:
             ds = source._cache.pop("ds", None)  # the label raster, when the reference is one
             if ds is not None:
@@ -239,11 +220,81 @@ def evaluate(
             "or one is entirely nodata/unlabeled"
         )
     seen_ref, seen_pred = matrix.sum(axis=1) > 0, matrix.sum(axis=0) > 0
-    classes = _final_classes(table, seen_ref, seen_pred, unlabeled, source.classes)
+    classes = _final_classes(table, seen_ref, seen_pred, opts.unlabeled, source.classes)
     idx = [c.value for c in classes]
-    result = result_from_matrix(matrix[np.ix_(idx, idx)], classes, bcounts, boundary_tolerance)
+    result = result_from_matrix(matrix[np.ix_(idx, idx)], classes, bcounts, opts.boundary_tolerance)
     result.prediction, result.reference = str(prediction), str(reference)
     return result
+
+
+def _check_prediction(pred, address: str) -> None:
+    """A class raster holds integer values and has a CRS to put the reference on."""
+    if not np.issubdtype(np.dtype(pred.dtypes[0]), np.integer):
+        raise InputError(
+            f"{address}: a class raster holds integer class values, not {pred.dtypes[0]}"
+        )
+    if pred.crs is None:
+        raise InputError(f"{address}: the prediction has no CRS; assign one (gdal_edit.py -a_srs)")
+
+
+def _open_reference(
+    reference: str, table: list[ClassInfo] | None, opts: EvaluateOptions, prediction: str
+) -> LabelSource:
+    """The reference labels, matched to the prediction's class table when it has one."""
+    from geopsp.labels.rasterize import open_labels
+
+    source = open_labels(
+        reference,
+        layer=opts.layer,
+        class_field=opts.class_field,
+        classes=table,
+        unlabeled=opts.unlabeled,
+        buffer=opts.buffer,
+        buffer_polygons=False,  # polygons are areas already: keep their drawn extent
+    )
+    if table is None and any(c.name != str(c.value) for c in source.classes if c.value):
+        # Text classes are numbered 1..N in name order, which nothing ties to the values
+        # of a prediction that carries no class table.
+        log.warning(
+            "%s has no class table: the reference's named classes were numbered 1..N in "
+            "name order and may not match its values; use an integer --class-field",
+            prediction,
+        )
+    return source
+
+
+def _accumulate(
+    pred, source: LabelSource, opts: EvaluateOptions
+) -> tuple[np.ndarray, BoundaryCounts]:
+    """The 256 x 256 confusion matrix and boundary counts, one block (plus halo) at a time."""
+    from rasterio.windows import Window
+    from rasterio.windows import transform as window_transform
+
+    from geopsp.labels.rasterize import rasterize_labels
+
+    halo = int(math.floor(opts.boundary_tolerance)) + 1
+    matrix = np.zeros((256, 256), dtype=np.int64)
+    bcounts = BoundaryCounts()
+    masked = _has_mask(pred)
+    blocks = list(_blocks(pred.width, pred.height, opts.block_size))
+    with bar(len(blocks), "evaluate", enabled=opts.progress, unit="block") as pbar:
+        for col, row, w, h in blocks:
+            # The block plus a halo (clipped to the raster) so boundary pixels near the
+            # block edge see their true neighbours.
+            c0, r0 = max(col - halo, 0), max(row - halo, 0)
+            c1, r1 = min(col + w + halo, pred.width), min(row + h + halo, pred.height)
+            win = Window(c0, r0, c1 - c0, r1 - r0)
+            p = _read_prediction(pred, win, masked)
+            r = rasterize_labels(
+                source, pred.crs, window_transform(win, pred.transform), c1 - c0, r1 - r0,
+                unlabeled=opts.unlabeled, all_touched=opts.all_touched,
+            )  # fmt: skip
+            core = (slice(row - r0, row - r0 + h), slice(col - c0, col - c0 + w))
+            matrix += confusion_matrix(p[core], r[core], 256)
+            valid = (p != IGNORE) & (r != IGNORE)
+            bcounts += boundary_counts(p, r, valid, opts.boundary_tolerance, core)
+            pbar.update(1)
+    return matrix, bcounts
 
 
 def plot_confusion(result: EvaluationResult, path: str, overwrite: bool = False) -> None:

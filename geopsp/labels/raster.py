@@ -6,6 +6,8 @@ import numpy as np
 
 from geopsp.core.classes import IGNORE
 
+MAX_DRIFT = 0.01  # pixels: largest offset a direct read may accumulate over a window
+
 
 def resample_label_raster(src, crs, transform, width: int, height: int, fill: int) -> np.ndarray:
     """A label raster on another grid: nearest neighbour, nodata and outside -> 255.
@@ -50,7 +52,11 @@ def _aligned_read(ds, crs, transform, width, height) -> np.ndarray | None:
     if ds.crs != crs or not ds.transform.is_rectilinear or not transform.is_rectilinear:
         return None
     t = ds.transform
-    if not (np.isclose(t.a, transform.a) and np.isclose(t.e, transform.e)):
+    # Pixel sizes agree when the drift they make over the window stays below a small fraction
+    # of a pixel: relative, so degrees (1e-5) and metres (10) are judged alike.
+    drift_x = abs(t.a - transform.a) * width / abs(t.a)
+    drift_y = abs(t.e - transform.e) * height / abs(t.e)
+    if max(drift_x, drift_y) > MAX_DRIFT:
         return None
     col = (transform.c - t.c) / t.a
     row = (transform.f - t.f) / t.e

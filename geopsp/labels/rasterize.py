@@ -29,6 +29,8 @@ from geopsp.labels.vectors import read_label_raster_values, read_vector
 
 log = logging.getLogger(__name__)
 
+POLYGON_TYPE_IDS = (3, 6)  # shapely type ids of Polygon and MultiPolygon
+
 
 @dataclass
 class LabelSource:
@@ -53,6 +55,7 @@ class LabelSource:
     layer: str | None = None
     class_field: str | None = None
     buffer: float | None = None
+    buffer_polygons: bool = True  # False: the buffer widens only lines and points
     invalid_repaired: int = 0
     invalid_skipped: int = 0
     geometries: np.ndarray | None = None  # shapely geometries in ``crs``, in drawing order
@@ -82,7 +85,7 @@ class LabelSource:
             ok = ~shapely.is_empty(geoms) & np.isfinite(b).all(axis=1)
             geoms, values = geoms[ok], self.values[ok]
             if self.buffer:
-                geoms = shapely.buffer(geoms, self.buffer)
+                geoms = buffered(geoms, self.buffer, polygons=self.buffer_polygons)
             self._cache[key] = (geoms, values, shapely.STRtree(geoms))
         return self._cache[key]
 
@@ -110,6 +113,19 @@ class LabelSource:
         return lb[0] < bounds[2] and bounds[0] < lb[2] and lb[1] < bounds[3] and bounds[1] < lb[3]
 
 
+def buffered(geoms: np.ndarray, distance: float, polygons: bool = True) -> np.ndarray:
+    """``geoms`` buffered by ``distance``: all of them, or (``polygons`` False) only lines and
+    points, which have no area of their own."""
+    import shapely
+
+    widen = np.ones(len(geoms), dtype=bool)
+    if not polygons:
+        widen = ~np.isin(shapely.get_type_id(geoms), POLYGON_TYPE_IDS)
+    out = np.array(geoms, dtype=object)
+    out[widen] = shapely.buffer(out[widen], distance)
+    return out
+
+
 def _crs_key(crs) -> str:
     return crs.to_wkt() if hasattr(crs, "to_wkt") else str(crs)
 
@@ -132,6 +148,7 @@ def open_labels(
     class_field: str | None = None,
     classes: list[ClassInfo] | None = None,
     buffer: float | None = None,
+    buffer_polygons: bool = True,
     unlabeled: str = "background",
 ) -> LabelSource:
     """Open labels: any OGR vector (polygons; lines/points with ``buffer``) or a label raster.
@@ -148,6 +165,8 @@ def open_labels(
         A fixed class table; field values are matched to it by value or (strings) by name.
     buffer : float, optional
         Buffer distance in the units of the CRS the labels are rasterized in.
+    buffer_polygons : bool
+        Buffer every feature (True) or only lines and points (False).
     unlabeled : str
         ``background`` adds class 0 to the table; ``ignore`` does not.
 
@@ -161,7 +180,9 @@ def open_labels(
         raise InputError(f"{addr}: no such file")
     layers = _is_vector(addr)
     if layers is not None:
-        return _open_vector(addr, layers, layer, class_field, classes, buffer, unlabeled)
+        src = _open_vector(addr, layers, layer, class_field, classes, buffer, unlabeled)
+        src.buffer_polygons = buffer_polygons
+        return src
     if layer is not None or class_field is not None:
         raise UsageError(
             f"{addr} is not a vector; --layer and --class-field apply to vector labels"

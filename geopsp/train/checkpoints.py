@@ -7,6 +7,7 @@ it loads with ``torch.load(..., weights_only=True)``: nothing is unpickled as co
 from __future__ import annotations
 
 import random
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,44 @@ from geopsp.core.errors import InputError
 
 CHECKPOINT_FORMAT = "geopsp-checkpoint"
 CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class TrainState:
+    """How far a run has come: what ``last.ckpt`` stores beside the weights and optimizer."""
+
+    epoch: int = 0  # last finished epoch
+    best_score: float | None = None  # of the monitored validation score
+    best_epoch: int = 0
+    bad_epochs: int = 0  # epochs since the last improvement (for --patience)
+    history: list[dict] = field(default_factory=list)  # metrics.csv rows
+    best_metrics: dict = field(default_factory=dict)  # validation metrics of the best epoch
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict) -> TrainState:
+        default = cls()
+        return cls(
+            epoch=int(ckpt.get("epoch", default.epoch)),
+            best_score=ckpt.get("best_score", default.best_score),
+            best_epoch=int(ckpt.get("best_epoch", default.best_epoch)),
+            bad_epochs=int(ckpt.get("bad_epochs", default.bad_epochs)),
+            history=list(ckpt.get("history", default.history)),
+            best_metrics=dict(ckpt.get("best_metrics", default.best_metrics)),
+        )
+
+    def as_checkpoint(self) -> dict:
+        """The checkpoint's progress entries (top-level keys of ``last.ckpt``)."""
+        return asdict(self)
+
+    def record(self, epoch: int, row: dict, score: float, best: dict | None) -> None:
+        """Add a finished epoch: its ``metrics.csv`` row, and its metrics when it is the best."""
+        if best is not None:
+            self.best_score, self.best_epoch, self.bad_epochs = float(score), epoch, 0
+            self.best_metrics = best
+        else:
+            self.bad_epochs += 1
+        self.history.append(row)
+        self.epoch = epoch
 
 
 def rng_state() -> dict:

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 from geopsp.chips.folder import Chip
+from geopsp.core.band_stats import BandStats
 from geopsp.core.classes import IGNORE, ClassInfo
 from geopsp.core.errors import InputError
 from geopsp.core.normalize import normalize
@@ -200,21 +201,13 @@ def shard(n: int, rank: int, world: int) -> list[int]:
 def band_stats(chips: list[Chip], band_count: int) -> tuple[list[float], list[float]]:
     """Per-band mean and std over the valid pixels of up to ``STATS_SAMPLE`` chips."""
     step = max(1, len(chips) // STATS_SAMPLE)
-    n = np.zeros(band_count)
-    s = np.zeros(band_count)
-    ss = np.zeros(band_count)
+    stats = BandStats(band_count)
     for c in chips[::step]:
         img, valid = read_chip_image(c.image)
-        x = img[:, valid].astype(np.float64)
-        x = x[:, np.isfinite(x).all(axis=0)]
-        n += x.shape[1]
-        s += x.sum(axis=1)
-        ss += (x**2).sum(axis=1)
-    if not n.any():
+        stats.merge(BandStats.from_pixels(img[:, valid]))
+    if stats.n == 0:
         raise InputError("the training chips have no valid image pixels")
-    mean = s / np.maximum(n, 1)
-    std = np.sqrt(np.maximum(ss / np.maximum(n, 1) - mean**2, 0))
-    return mean.tolist(), std.tolist()
+    return stats.mean.tolist(), stats.std.tolist()
 
 
 def class_pixels(chips: list[Chip], classes: list[ClassInfo]) -> np.ndarray:

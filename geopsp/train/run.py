@@ -150,151 +150,162 @@ def _amp_name(s: Session) -> str:
 
 
 def _fit(cfg, s: Session, rt: Runtime, out: Path, on_epoch, on_start, progress) -> TrainResult:
-    from geopsp.models import AUX_WEIGHT
-    from geopsp.models.modelfile import save_model
-    from geopsp.train.checkpoints import rng_state, save_checkpoint
-    from geopsp.train.loop import predict_chips, run_epoch, validate
-    from geopsp.train.outputs import (
-        per_class_rows,
-        plot_curves,
-        plot_preview,
-        write_config,
-        write_metrics_csv,
-    )
+    """Train from the session's state to ``cfg.epochs`` (or early stopping), writing the
+    outputs after every epoch on rank 0."""
+    from geopsp.train.outputs import write_config
 
     st = s.state
-    lr = s.lr
     if rt.is_main:
-        write_config(out / "config.yaml", clean(saved_options(cfg, lr)))
+        write_config(out / "config.yaml", clean(saved_options(cfg, s.lr)))
     epochs = int(cfg.epochs)
-    if st["epoch"] >= epochs:
+    if st.epoch >= epochs:
         raise UsageError(
-            f"the checkpoint has already finished {st['epoch']} epoch(s); raise --epochs to train more"
+            f"the checkpoint has already finished {st.epoch} epoch(s); raise --epochs to train more"
         )
     if rt.is_main and on_start is not None:
-        on_start(
-            {
-                "device": str(rt.device),
-                "amp": _amp_name(s),
-                "world_size": rt.world,
-                "batch_size": s.batch_size,
-                "lr": float(lr),
-                "lr_auto": s.lr_auto,
-                "epochs": epochs,
-                "start_epoch": st["epoch"] + 1,
-                "train_chips": len(s.train_set),
-                "val_chips": len(s.val_set),
-            }
-        )
-    best_state = None
+        on_start(_start_info(s, rt, epochs))
+    best_weights = None
     stopped = False
-    for epoch in range(st["epoch"] + 1, epochs + 1):
-        seed_everything(cfg.seed, epoch, rt.rank)
-        s.train_sampler.set_epoch(epoch)
-        tr = run_epoch(
-            s.model, s.train_loader, s.optimizer, s.scheduler, s.scaler, s.criterion, s.weight,
-            s.accel, AUX_WEIGHT, rt, f"epoch {epoch}/{epochs}", progress,
-        )  # fmt: skip
-        va = validate(s.plain, s.val_loader, s.criterion, len(s.classes), s.accel, rt)
-        score = va["miou"] if cfg.monitor == "miou" else va["val_loss"]
-        is_best = _better(score, st["best_score"], cfg.monitor)
-        row = {
-            "epoch": epoch,
-            "train_loss": tr["train_loss"],
-            "val_loss": va["val_loss"],
-            "pixel_accuracy": va["pixel_accuracy"],
-            "miou": va["miou"],
-            "kappa": va["kappa"],
-            "lr": s.optimizer.param_groups[0]["lr"],
-            "seconds": round(tr["seconds"], 3),
-            "chips_per_s": round(tr["chips"] / max(tr["seconds"], 1e-9), 3),
-            "best": is_best,
-            **{f"iou_{c.name}": va["iou"][i] for i, c in enumerate(s.classes)},
-        }
-        row = clean(row)
-        if is_best:
-            st.update(best_score=float(score), best_epoch=epoch, bad_epochs=0)
-            st["best_metrics"] = {
-                "epoch": epoch,
-                "val_loss": va["val_loss"],
-                "pixel_accuracy": va["pixel_accuracy"],
-                "miou": va["miou"],
-                "kappa": va["kappa"],
-                "per_class": per_class_rows(va, s.classes),
-            }
-            best_state = {
-                k: v.detach().to("cpu", copy=True) for k, v in s.plain.state_dict().items()
-            }
-        else:
-            st["bad_epochs"] += 1
-        st["history"].append(row)
-        st["epoch"] = epoch
+    for epoch in range(st.epoch + 1, epochs + 1):
+        row, weights = _run_epoch(cfg, s, rt, epoch, epochs, progress)
+        best_weights = weights if weights is not None else best_weights
         if rt.is_main:
-            if is_best:
-                save_model(
-                    out / "model.safetensors",
-                    s.plain,
-                    model_metadata(cfg, s, lr, st["best_metrics"]),
-                )
-            save_checkpoint(
-                out / "last.ckpt",
-                {
-                    "options": saved_options(cfg, lr),
-                    "architecture": s.arch,
-                    "classes": to_dicts(s.classes),
-                    "normalization": {"mean": list(s.mean), "std": list(s.std)},
-                    "model": s.plain.state_dict(),
-                    "optimizer": s.optimizer.state_dict(),
-                    "scheduler": s.scheduler.state_dict(),
-                    "scaler": s.scaler.state_dict(),
-                    "rng": rng_state(),
-                    **{
-                        k: st[k]
-                        for k in ("epoch", "best_score", "best_epoch", "bad_epochs", "history")
-                    },
-                    "best_metrics": clean(st["best_metrics"]),
-                },
-            )
-            write_metrics_csv(out / "metrics.csv", st["history"])
-            plot_curves(out / "curves.png", st["history"], cfg.monitor)
+            _write_epoch(cfg, s, out, bool(row["best"]))
             if on_epoch is not None:
                 on_epoch(dict(row))
         barrier(rt)
-        if cfg.patience and st["bad_epochs"] >= cfg.patience and epoch < epochs:
+        if cfg.patience and st.bad_epochs >= cfg.patience and epoch < epochs:
             stopped = True
             log.info(
                 "no improvement of %s for %d epochs: stopping early", cfg.monitor, cfg.patience
             )
             break
     if rt.is_main:
-        if best_state is None:  # the best epoch was before a resume: read it back
-            from safetensors.torch import load_file
+        _write_preview(s, out, best_weights)
+    return _result(cfg, s, rt, out, stopped)
 
-            best_state = load_file(str(out / "model.safetensors"))
-        current = {k: v.detach().to("cpu", copy=True) for k, v in s.plain.state_dict().items()}
-        s.plain.load_state_dict(best_state)
-        n = len(s.val_set)
-        idx = sorted({int(i) for i in np.linspace(0, n - 1, min(PREVIEW_CHIPS, n))})
-        plot_preview(
-            out / "val_preview.png", *predict_chips(s.plain, s.val_set, idx, s.accel), s.classes
-        )
-        s.plain.load_state_dict(current)
-    best = st["best_metrics"] or {}
+
+def _start_info(s: Session, rt: Runtime, epochs: int) -> dict:
+    """What ``on_start`` gets: the resolved run."""
+    return {
+        "device": str(rt.device),
+        "amp": _amp_name(s),
+        "world_size": rt.world,
+        "batch_size": s.batch_size,
+        "lr": float(s.lr),
+        "lr_auto": s.lr_auto,
+        "epochs": epochs,
+        "start_epoch": s.state.epoch + 1,
+        "train_chips": len(s.data.train_set),
+        "val_chips": len(s.data.val_set),
+    }
+
+
+def _run_epoch(cfg, s: Session, rt: Runtime, epoch: int, epochs: int, progress: bool):
+    """Train and validate one epoch and record it in the state.
+
+    Returns the epoch's ``metrics.csv`` row and, when it is the best so far, a CPU copy of
+    its weights (else None).
+    """
+    from geopsp.models import AUX_WEIGHT
+    from geopsp.train.loop import run_epoch, validate
+    from geopsp.train.outputs import per_class_rows
+
+    seed_everything(cfg.seed, epoch, rt.rank)
+    s.data.train_sampler.set_epoch(epoch)
+    tr = run_epoch(
+        s.model, s.data.train_loader, s.optimizer, s.scheduler, s.scaler, s.criterion, s.weight,
+        s.accel, AUX_WEIGHT, rt, f"epoch {epoch}/{epochs}", progress,
+    )  # fmt: skip
+    va = validate(s.plain, s.data.val_loader, s.criterion, len(s.classes), s.accel, rt)
+    score = va["miou"] if cfg.monitor == "miou" else va["val_loss"]
+    is_best = _better(score, s.state.best_score, cfg.monitor)
+    summary = {k: va[k] for k in ("val_loss", "pixel_accuracy", "miou", "kappa")}
+    row = {
+        "epoch": epoch,
+        "train_loss": tr["train_loss"],
+        **summary,
+        "lr": s.optimizer.param_groups[0]["lr"],
+        "seconds": round(tr["seconds"], 3),
+        "chips_per_s": round(tr["chips"] / max(tr["seconds"], 1e-9), 3),
+        "best": is_best,
+        **{f"iou_{c.name}": va["iou"][i] for i, c in enumerate(s.classes)},
+    }
+    row = clean(row)
+    best = {"epoch": epoch, **summary, "per_class": per_class_rows(va, s.classes)}
+    s.state.record(epoch, row, score, best if is_best else None)
+    if not is_best:
+        return row, None
+    return row, {k: v.detach().to("cpu", copy=True) for k, v in s.plain.state_dict().items()}
+
+
+def _write_epoch(cfg, s: Session, out: Path, is_best: bool) -> None:
+    """Rank 0, after each epoch: the best model, ``last.ckpt``, ``metrics.csv``, the curves."""
+    from geopsp.models.modelfile import save_model
+    from geopsp.train.checkpoints import rng_state, save_checkpoint
+    from geopsp.train.outputs import plot_curves, write_metrics_csv
+
+    st = s.state
+    if is_best:
+        metadata = model_metadata(cfg, s, s.lr, st.best_metrics)
+        save_model(out / "model.safetensors", s.plain, metadata)
+    progress = st.as_checkpoint()
+    progress["best_metrics"] = clean(progress["best_metrics"])
+    save_checkpoint(
+        out / "last.ckpt",
+        {
+            "options": saved_options(cfg, s.lr),
+            "architecture": s.arch,
+            "classes": to_dicts(s.classes),
+            "normalization": {"mean": list(s.mean), "std": list(s.std)},
+            "model": s.plain.state_dict(),
+            "optimizer": s.optimizer.state_dict(),
+            "scheduler": s.scheduler.state_dict(),
+            "scaler": s.scaler.state_dict(),
+            "rng": rng_state(),
+            **progress,
+        },
+    )
+    write_metrics_csv(out / "metrics.csv", st.history)
+    plot_curves(out / "curves.png", st.history, cfg.monitor)
+
+
+def _write_preview(s: Session, out: Path, best_weights: dict | None) -> None:
+    """``val_preview.png`` from the best epoch's weights (the current ones are put back)."""
+    from geopsp.train.loop import predict_chips
+    from geopsp.train.outputs import plot_preview
+
+    if best_weights is None:  # the best epoch was before a resume: read it back
+        from safetensors.torch import load_file
+
+        best_weights = load_file(str(out / "model.safetensors"))
+    current = {k: v.detach().to("cpu", copy=True) for k, v in s.plain.state_dict().items()}
+    s.plain.load_state_dict(best_weights)
+    n = len(s.data.val_set)
+    idx = sorted({int(i) for i in np.linspace(0, n - 1, min(PREVIEW_CHIPS, n))})
+    chips = predict_chips(s.plain, s.data.val_set, idx, s.accel)
+    plot_preview(out / "val_preview.png", *chips, s.classes)
+    s.plain.load_state_dict(current)
+
+
+def _result(cfg, s: Session, rt: Runtime, out: Path, stopped: bool) -> TrainResult:
+    st = s.state
+    best = st.best_metrics or {}
     return TrainResult(
         output=out,
         model_path=out / "model.safetensors",
         monitor=cfg.monitor,
-        best_epoch=int(st["best_epoch"] or 0),
-        best_score=float(st["best_score"]) if st["best_score"] is not None else float("nan"),
-        epochs_run=int(st["epoch"]),
+        best_epoch=int(st.best_epoch or 0),
+        best_score=float(st.best_score) if st.best_score is not None else float("nan"),
+        epochs_run=int(st.epoch),
         stopped_early=stopped,
-        lr=float(lr),
+        lr=float(s.lr),
         lr_auto=bool(s.lr_auto),
         device=str(rt.device),
         world_size=rt.world,
         amp=_amp_name(s),
         batch_size=s.batch_size,
-        history=list(st["history"]),
+        history=list(st.history),
         per_class=clean(best.get("per_class", [])),
         best_metrics=clean({k: v for k, v in best.items() if k != "per_class"}),
     )

@@ -20,6 +20,7 @@ from geopsp.chips.folder import ChipSet, open_chip_folders
 from geopsp.core.classes import ClassInfo, from_dicts, value_lut
 from geopsp.core.errors import InputError, ModelFileError, UsageError
 from geopsp.core.runtime import Runtime, broadcast_float
+from geopsp.train.checkpoints import TrainState
 from geopsp.train.config import ARCH_KEYS, TrainConfig
 from geopsp.train.data import ChipDataset, EpochSampler, band_stats, class_pixels, shard
 from geopsp.train.loop import Accel, train_step
@@ -29,6 +30,17 @@ from geopsp.train.optim import lr_range_test, make_optimizer, make_scheduler
 log = logging.getLogger(__name__)
 
 LR_TEST_BATCHES = 10
+
+
+@dataclass
+class Loaders:
+    """The chips of one run as datasets and loaders (this rank's share)."""
+
+    train_set: ChipDataset
+    val_set: ChipDataset
+    train_sampler: EpochSampler
+    train_loader: DataLoader
+    val_loader: DataLoader
 
 
 @dataclass
@@ -42,11 +54,7 @@ class Session:
     arch: dict
     model: Any  # the model being trained (DDP-wrapped when distributed)
     plain: Any  # the bare model (for validation, saving and previews)
-    train_set: ChipDataset
-    val_set: ChipDataset
-    train_sampler: EpochSampler
-    train_loader: DataLoader
-    val_loader: DataLoader
+    data: Loaders
     criterion: Any
     weight: torch.Tensor | None
     accel: Accel
@@ -56,7 +64,7 @@ class Session:
     lr: float
     lr_auto: bool
     batch_size: int
-    state: dict = field(default_factory=dict)
+    state: TrainState = field(default_factory=TrainState)
 
 
 def seed_everything(seed: int, epoch: int, rank: int = 0) -> None:
@@ -121,10 +129,43 @@ def _check_resume(ckpt: dict, arch: dict, classes: list[ClassInfo], chips: ChipS
 
 def build_session(cfg: TrainConfig, ckpt: dict | None, rt: Runtime) -> Session:
     """Open the chips, build the model and everything around it; raise clear errors early."""
-    from geopsp.models import build_model
-
     chips = open_chip_folders(cfg.chips_dirs, seed=cfg.seed, arcgis_nodata=cfg.arcgis_nodata)
     classes = _classes(chips, cfg.ignore_classes)
+    train_chips, val_chips = _split(chips)
+    mean, std = _normalization(ckpt, chips, train_chips)
+    model = _model(cfg, ckpt, chips, classes)
+    arch = model.arch
+    bs = _batch_size(int(cfg.batch_size), len(train_chips), rt)
+    accel = Accel.for_device(rt.device, cfg.amp)
+    if cfg.amp and rt.device.type != "cuda":
+        log.warning("--amp needs a CUDA device; training in float32 on %s", rt.device)
+    data = _loaders(cfg, chips, classes, mean, std, bs, rt)
+    model.to(rt.device)
+    if accel.channels_last:
+        model.to(memory_format=torch.channels_last)
+    weight = _class_weight(cfg, train_chips, classes, rt)
+    criterion = make_criterion(cfg.loss, weight)
+    if ckpt is not None or cfg.lr != "auto":
+        lr, lr_auto = float(cfg.lr), False
+    else:
+        lr, lr_auto = _range_test(cfg, model, data, criterion, weight, accel, rt), True
+    model, plain = _distribute(model, rt)
+    optimizer = make_optimizer(cfg.optimizer, plain, lr)
+    total_steps = len(data.train_loader) * int(cfg.epochs)
+    scheduler = make_scheduler(optimizer, cfg.schedule, lambda: total_steps)
+    scaler = accel.scaler()
+    state = TrainState()
+    if ckpt is not None:
+        state = _restore(ckpt, optimizer, scheduler, scaler)
+    return Session(
+        chips=chips, classes=classes, mean=list(mean), std=list(std), arch=arch,
+        model=model, plain=plain, data=data, criterion=criterion, weight=weight, accel=accel,
+        optimizer=optimizer, scheduler=scheduler, scaler=scaler, lr=lr, lr_auto=lr_auto,
+        batch_size=bs, state=state,
+    )  # fmt: skip
+
+
+def _split(chips: ChipSet) -> tuple[list, list]:
     train_chips, val_chips = chips.split("train"), chips.split("val")
     if not train_chips:
         raise InputError("the chip folders have no training chips; export more chips")
@@ -132,125 +173,124 @@ def build_session(cfg: TrainConfig, ckpt: dict | None, rt: Runtime) -> Session:
         raise InputError(
             "the chip folders have no validation chips; export with --val-fraction > 0"
         )
+    return train_chips, val_chips
+
+
+def _normalization(ckpt: dict | None, chips: ChipSet, train_chips: list) -> tuple[list, list]:
+    """Band mean/std: the checkpoint's, the chip folders', or measured on the training chips."""
     if ckpt is not None:
-        mean, std = ckpt["normalization"]["mean"], ckpt["normalization"]["std"]
-    elif chips.mean is not None and len(chips.mean) == chips.band_count:
-        mean, std = chips.mean, chips.std
-    else:  # ArcGIS folders have no stats.json: measure the training chips
-        mean, std = band_stats(train_chips, chips.band_count)
+        return ckpt["normalization"]["mean"], ckpt["normalization"]["std"]
+    if chips.mean is not None and len(chips.mean) == chips.band_count:
+        return chips.mean, chips.std  # type: ignore[return-value]
+    return band_stats(train_chips, chips.band_count)  # no stats.json (ArcGIS folders)
+
+
+def _model(cfg: TrainConfig, ckpt: dict | None, chips: ChipSet, classes: list[ClassInfo]):
+    """The model with its starting weights: fresh (encoder weights), ``--init`` or resumed."""
+    from geopsp.models import build_model
+
     arch = {k: getattr(cfg, k) for k in ARCH_KEYS}
     arch.update(in_channels=chips.band_count, num_classes=len(classes))
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every run
     weights = None if (ckpt is not None or cfg.init) else cfg.encoder_weights
     model = build_model(arch, encoder_weights=weights)
-    arch = model.arch
     h, w = chips.chip_size
     m = int(model.size_multiple)
     if h % m or w % m:
         raise UsageError(
             f"the chips are {w}x{h} pixels but this model needs sizes that are multiples of {m} "
-            f"(--output-stride {arch['output_stride']}); re-export with --chip-size {max(m, (w // m) * m)}"
+            f"(--output-stride {model.arch['output_stride']}); re-export with --chip-size "
+            f"{max(m, (w // m) * m)}"
         )
     if ckpt is not None:
-        _check_resume(ckpt, arch, classes, chips)
+        _check_resume(ckpt, model.arch, classes, chips)
         model.load_state_dict(ckpt["model"])
     elif cfg.init:
         _load_init(model, cfg.init)
-    per_rank = len(train_chips) // rt.world
+    return model
+
+
+def _batch_size(asked: int, n_train: int, rt: Runtime) -> int:
+    """``--batch-size``, at most the training chips of one process (at least 2 of them)."""
+    per_rank = n_train // rt.world
     if per_rank < 2:
         raise InputError(
-            f"{len(train_chips)} training chip(s) is too few (at least 2 per process); export more chips"
+            f"{n_train} training chip(s) is too few (at least 2 per process); export more chips"
         )
-    bs = int(cfg.batch_size)
-    if bs > per_rank:
+    if asked > per_rank:
         log.warning(
             "--batch-size %d is larger than the %d training chips per process; using %d",
-            bs,
-            per_rank,
-            per_rank,
-        )
-        bs = per_rank
-    accel = Accel.for_device(rt.device, cfg.amp)
-    if cfg.amp and rt.device.type != "cuda":
-        log.warning("--amp needs a CUDA device; training in float32 on %s", rt.device)
-    lut = value_lut(classes)
-    common = dict(lut=lut, mean=mean, std=std, chip_size=chips.chip_size, seed=cfg.seed)
-    train_set = ChipDataset(
-        train_chips, augment=cfg.augment, color_jitter=float(cfg.color_jitter), **common
+            asked, per_rank, per_rank,
+        )  # fmt: skip
+    return min(asked, per_rank)
+
+
+def _loaders(cfg: TrainConfig, chips: ChipSet, classes, mean, std, bs: int, rt: Runtime) -> Loaders:
+    common = dict(
+        lut=value_lut(classes), mean=mean, std=std, chip_size=chips.chip_size, seed=cfg.seed
     )
-    val_set = ChipDataset(val_chips, **common)
+    train_set = ChipDataset(
+        chips.split("train"), augment=cfg.augment, color_jitter=float(cfg.color_jitter), **common
+    )
+    val_set = ChipDataset(chips.split("val"), **common)
     sampler = EpochSampler(len(train_set), True, cfg.seed, rt.rank, rt.world)
     cuda = rt.device.type == "cuda"
-    loader_kw = dict(num_workers=cfg.workers, pin_memory=cuda, persistent_workers=cfg.workers > 0)
-    train_loader = DataLoader(
-        train_set, batch_size=bs, sampler=sampler, drop_last=True, **loader_kw
-    )
+    kw = dict(num_workers=cfg.workers, pin_memory=cuda, persistent_workers=cfg.workers > 0)
+    train_loader = DataLoader(train_set, batch_size=bs, sampler=sampler, drop_last=True, **kw)
     val_part = torch.utils.data.Subset(val_set, shard(len(val_set), rt.rank, rt.world))
-    val_loader = DataLoader(val_part, batch_size=bs, shuffle=False, **loader_kw)
+    val_loader = DataLoader(val_part, batch_size=bs, shuffle=False, **kw)
+    return Loaders(train_set, val_set, sampler, train_loader, val_loader)
 
-    model.to(rt.device)
-    if accel.channels_last:
-        model.to(memory_format=torch.channels_last)
-    weight = None
-    if cfg.class_weights == "auto":
-        wts = auto_class_weights(class_pixels(train_chips, classes))
-        log.info(
-            "class weights: %s",
-            ", ".join(f"{c.name}={x:.3g}" for c, x in zip(classes, wts, strict=True)),
-        )
-        weight = torch.tensor(wts, device=rt.device)
-    criterion = make_criterion(cfg.loss, weight)
+
+def _class_weight(cfg: TrainConfig, train_chips, classes, rt: Runtime) -> torch.Tensor | None:
+    if cfg.class_weights != "auto":
+        return None
+    wts = auto_class_weights(class_pixels(train_chips, classes))
+    log.info(
+        "class weights: %s",
+        ", ".join(f"{c.name}={x:.3g}" for c, x in zip(classes, wts, strict=True)),
+    )
+    return torch.tensor(wts, device=rt.device)
+
+
+def _range_test(cfg: TrainConfig, model, data: Loaders, criterion, weight, accel, rt) -> float:
+    """``--lr auto``: the learning rate the range test picks (the same on every rank)."""
     from geopsp.models import AUX_WEIGHT
 
-    if ckpt is not None or cfg.lr != "auto":
-        lr, lr_auto = float(cfg.lr), False
-    else:
-        probe = torch.amp.GradScaler("cuda", enabled=accel.amp and accel.amp_dtype == torch.float16)
-        sampler.set_epoch(0)
-        batches = [
-            accel.to_device(x, y) for x, y in itertools.islice(train_loader, LR_TEST_BATCHES)
-        ]
+    probe = torch.amp.GradScaler("cuda", enabled=accel.amp and accel.amp_dtype == torch.float16)
+    data.train_sampler.set_epoch(0)
+    batches = [
+        accel.to_device(x, y) for x, y in itertools.islice(data.train_loader, LR_TEST_BATCHES)
+    ]
 
-        def step(mdl, opt, x, y):
-            return float(train_step(mdl, opt, probe, x, y, criterion, weight, accel, AUX_WEIGHT))
+    def step(mdl, opt, x, y):
+        return float(train_step(mdl, opt, probe, x, y, criterion, weight, accel, AUX_WEIGHT))
 
-        steps = int(cfg.extra.get("lr_test_steps", 40))
-        lr = broadcast_float(lr_range_test(model, cfg.optimizer, batches, step, steps)["lr"], rt)
-        lr_auto = True
-        log.info("--lr auto: the range test chose %.3g", lr)
-    plain = model
-    if rt.distributed:
-        from torch.nn.parallel import DistributedDataParallel as DDP
+    steps = int(cfg.extra.get("lr_test_steps", 40))
+    lr = broadcast_float(lr_range_test(model, cfg.optimizer, batches, step, steps)["lr"], rt)
+    log.info("--lr auto: the range test chose %.3g", lr)
+    return lr
 
-        if cuda:
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            plain = model
-        model = DDP(model, device_ids=[rt.device.index] if cuda else None)
-    optimizer = make_optimizer(cfg.optimizer, plain, lr)
-    total = {"steps": len(train_loader) * int(cfg.epochs)}
-    scheduler = make_scheduler(optimizer, cfg.schedule, lambda: total["steps"])
-    scaler = accel.scaler()
-    state = {
-        "epoch": 0,
-        "best_score": None,
-        "best_epoch": 0,
-        "bad_epochs": 0,
-        "history": [],
-        "best_metrics": {},
-    }
-    if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if scaler.is_enabled() and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        for k in ("epoch", "best_score", "best_epoch", "bad_epochs", "history", "best_metrics"):
-            state[k] = ckpt.get(k, state[k])
-        state["history"] = list(state["history"])
-        from geopsp.train.checkpoints import set_rng_state
 
-        set_rng_state(ckpt["rng"])
-    return Session(
-        chips, classes, list(mean), list(std), arch, model, plain, train_set, val_set, sampler,
-        train_loader, val_loader, criterion, weight, accel, optimizer, scheduler, scaler, lr,
-        lr_auto, bs, state,
-    )  # fmt: skip
+def _distribute(model, rt: Runtime) -> tuple[Any, Any]:
+    """``(model to train, bare model)``: DDP-wrapped (SyncBatchNorm on CUDA) under torchrun."""
+    if not rt.distributed:
+        return model, model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    cuda = rt.device.type == "cuda"
+    if cuda:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return DDP(model, device_ids=[rt.device.index] if cuda else None), model
+
+
+def _restore(ckpt: dict, optimizer, scheduler, scaler) -> TrainState:
+    """Optimizer, schedule, scaler and RNG states of a checkpoint; its training progress."""
+    from geopsp.train.checkpoints import set_rng_state
+
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    if scaler.is_enabled() and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    set_rng_state(ckpt["rng"])
+    return TrainState.from_checkpoint(ckpt)

@@ -236,11 +236,15 @@ def test_geopsp_export_loads_like_prepare_data(everest_chips):
 @pytest.fixture(scope="module")
 def ignore_chips(everest, tmp_path_factory) -> Path:
     """An ``--unlabeled ignore`` export of bands 2,3 (label 255 outside the glaciers)."""
-    from geopsp.chips.export import export_chips
+    from geopsp.chips.export import ExportOptions, export_chips
 
     out = tmp_path_factory.mktemp("ignore") / "chips"
-    export_chips([str(everest["image"])], str(everest["labels"]), str(out), chip_size=64,
-                 stride=64, bands=[2, 3], unlabeled="ignore", val_fraction=0.2)  # fmt: skip
+    export_chips(
+        [str(everest["image"])],
+        str(everest["labels"]),
+        str(out),
+        ExportOptions(chip_size=64, stride=64, bands=[2, 3], unlabeled="ignore", val_fraction=0.2),
+    )
     return out
 
 

@@ -15,9 +15,16 @@ from rasterio.features import rasterize
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from geopsp.chips.export import export_chips
+from geopsp.chips.export import ExportOptions, export_chips
 from geopsp.cli.main import cli
 from geopsp.core.windows import offsets, window_grid
+
+from .test_splits import shared_pixels
+
+
+def _export(image, labels, out, **options):
+    """Export one image's chips into ``out`` with ``ExportOptions(**options)``."""
+    return export_chips([str(image)], str(labels), str(out), ExportOptions(**options))
 
 
 def _index(folder):
@@ -147,15 +154,8 @@ def test_split_keeps_overlapping_chips_on_one_side(everest_chips):
     b = np.stack(
         [idx.col_off, idx.row_off, idx.col_off + idx.width, idx.row_off + idx.height], axis=1
     )
-    val, train = b[idx.split == "val"], b[idx.split == "train"]
-    assert len(val) and len(train)
-    ov = (
-        (train[:, None, 0] < val[None, :, 2])
-        & (val[None, :, 0] < train[:, None, 2])
-        & (train[:, None, 1] < val[None, :, 3])
-        & (val[None, :, 1] < train[:, None, 3])
-    )
-    assert not ov.any()
+    assert (idx.split == "val").any() and (idx.split == "train").any()
+    assert not shared_pixels(b, np.asarray(idx.split))
 
 
 @pytest.fixture(scope="module")
@@ -170,13 +170,8 @@ def atlanta_with_nodata(atlanta, tmp_path_factory):
 
 def test_atlanta_single_band_nodata_becomes_ignore(atlanta, atlanta_with_nodata, tmp_path):
     out = tmp_path / "chips"
-    s = export_chips(
-        [str(atlanta_with_nodata)],
-        str(atlanta["labels"]),
-        str(out),
-        chip_size=128,
-        stride=128,
-        max_nodata=0.9,
+    s = _export(
+        atlanta_with_nodata, atlanta["labels"], str(out), chip_size=128, stride=128, max_nodata=0.9
     )
     assert s.chips_written > 0 and s.class_pixels[255] > 0
     seen = 0
@@ -189,24 +184,16 @@ def test_atlanta_single_band_nodata_becomes_ignore(atlanta, atlanta_with_nodata,
         assert set(np.unique(lab)) <= {0, 1, 255}
     assert seen > 0
     # With the default --max-nodata 0.5, chips that are mostly nodata are skipped.
-    s2 = export_chips(
-        [str(atlanta_with_nodata)],
-        str(atlanta["labels"]),
-        str(tmp_path / "c2"),
-        chip_size=128,
-        stride=128,
+    s2 = _export(
+        atlanta_with_nodata, atlanta["labels"], str(tmp_path / "c2"), chip_size=128, stride=128
     )
     assert s2.skipped_nodata > 0
 
 
 def test_nc_label_raster_six_bands_seven_classes(nc_landsat, tmp_path):
     out = tmp_path / "chips"
-    s = export_chips(
-        [str(nc_landsat["image"])],
-        str(nc_landsat["label_raster"]),
-        str(out),
-        chip_size=96,
-        unlabeled="ignore",
+    s = _export(
+        nc_landsat["image"], nc_landsat["label_raster"], str(out), chip_size=96, unlabeled="ignore"
     )
     assert [c.value for c in s.classes] == list(range(1, 8))
     assert all(s.class_pixels[v] > 0 for v in range(1, 8))
@@ -225,10 +212,16 @@ def test_nc_label_raster_six_bands_seven_classes(nc_landsat, tmp_path):
 
 def test_nc_polygons_sparse_labels(nc_landsat, tmp_path):
     out = tmp_path / "chips"
-    s = export_chips(
-        [str(nc_landsat["image"])], str(nc_landsat["labels"]), str(out), class_field="label",
-        chip_size=64, stride=64, unlabeled="ignore", bands=[4, 3, 2],
-    )  # fmt: skip
+    s = _export(
+        nc_landsat["image"],
+        nc_landsat["labels"],
+        str(out),
+        class_field="label",
+        chip_size=64,
+        stride=64,
+        unlabeled="ignore",
+        bands=[4, 3, 2],
+    )
     assert [c.name for c in s.classes][:2] == ["agriculture", "developed"] and len(s.classes) == 7
     assert s.skipped_empty > 0 and s.class_pixels.get(0, 0) == 0
     idx = _index(out)
@@ -251,9 +244,7 @@ def test_raster_smaller_than_a_chip_gives_one_padded_chip(nc_landsat, tmp_path):
         with rasterio.open(small, "w", **prof) as dst:
             dst.write(ds.read(window=win))
     out = tmp_path / "chips"
-    s = export_chips(
-        [str(small)], str(nc_landsat["label_raster"]), str(out), chip_size=64, unlabeled="ignore"
-    )
+    s = _export(small, nc_landsat["label_raster"], str(out), chip_size=64, unlabeled="ignore")
     assert s.chips_written == 1
     img, tr, _, _ = _read(out / "images/000000000.tif")
     lab = _read(out / "labels/000000000.tif")[0][0]
@@ -267,13 +258,8 @@ def test_workers_give_byte_identical_output(atlanta, tmp_path):
     outs = []
     for n in (1, 2):
         out = tmp_path / f"w{n}"
-        export_chips(
-            [str(atlanta["image"])],
-            str(atlanta["labels"]),
-            str(out),
-            chip_size=128,
-            workers=n,
-            keep_empty=0.3,
+        _export(
+            atlanta["image"], atlanta["labels"], str(out), chip_size=128, workers=n, keep_empty=0.3
         )
         outs.append(out)
     files = sorted(p.relative_to(outs[0]) for p in outs[0].rglob("*") if p.is_file())
@@ -286,10 +272,17 @@ def test_workers_give_byte_identical_output(atlanta, tmp_path):
 def test_keep_empty_is_reproducible_and_proportional(nc_landsat, tmp_path):
     runs = []
     for i, (keep, seed) in enumerate([(0.0, 0), (0.5, 0), (0.5, 0), (0.5, 7)]):
-        s = export_chips(
-            [str(nc_landsat["image"])], str(nc_landsat["labels"]), str(tmp_path / f"k{i}"),
-            chip_size=48, stride=48, keep_empty=keep, seed=seed, val_fraction=0, unlabeled="ignore",
-        )  # fmt: skip
+        s = _export(
+            nc_landsat["image"],
+            nc_landsat["labels"],
+            str(tmp_path / f"k{i}"),
+            chip_size=48,
+            stride=48,
+            keep_empty=keep,
+            seed=seed,
+            val_fraction=0,
+            unlabeled="ignore",
+        )
         idx = pyogrio.read_dataframe(tmp_path / f"k{i}" / "chips.gpkg", read_geometry=False)
         runs.append((s, list(zip(idx.col_off, idx.row_off, strict=True))))
     none, half, again, other_seed = runs

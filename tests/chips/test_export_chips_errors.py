@@ -198,3 +198,16 @@ def test_overwrite_never_deletes_an_input(atl):
     assert "labels.geojson is inside" in r.output and "--overwrite would delete" in r.output
     assert labels.read_bytes() == atl["labels"].read_bytes()
     assert sorted(p.name for p in folder.iterdir()) == ["labels.geojson"]
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "hint"),
+    [("chip-size: 300\nstrides: 300\n", "'strides'", "did you mean 'stride'?"),
+     ("chip_size: 300\ncolour: red\n", "'colour'", "option names")],
+)  # fmt: skip
+def test_config_file_refuses_unknown_keys(atl, tmp_path, text, key, hint):
+    cfg = tmp_path / "chips.yaml"
+    cfg.write_text(text)
+    r = _run([atl["image"], "--labels", atl["labels"], "-o", atl["out"], "-c", cfg])
+    _assert_clean_failure(r, 2, f"unknown option {key}", atl["out"])
+    assert hint in r.output and "chips.yaml" in r.output

@@ -11,7 +11,7 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject, tr
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from geopsp.chips.export import export_chips
+from geopsp.chips.export import ExportOptions, export_chips
 
 
 def _warp(src_path, dst_path, crs):
@@ -37,9 +37,7 @@ def test_rasters_in_two_crss_share_one_folder(nc_landsat, tmp_path):
         images,
         str(nc_landsat["labels"]),
         str(out),
-        class_field="id",
-        chip_size=96,
-        unlabeled="ignore",
+        ExportOptions(class_field="id", chip_size=96, unlabeled="ignore"),
     )
     idx = gpd.read_file(out / "chips.gpkg", layer="chips")
     assert set(idx.source) == set(images)

@@ -10,7 +10,6 @@ import pytest
 from click.testing import CliRunner
 
 from geopsp import __version__
-from geopsp.chips.splits import spatial_split
 from geopsp.cli.main import cli
 from geopsp.core.atomic import atomic_path
 from geopsp.core.classes import ClassInfo, from_dicts, index_to_value, value_lut
@@ -114,23 +113,6 @@ def test_metrics_hand_computed():
     assert s["kappa"] == pytest.approx((0.6 - pe) / (1 - pe))
 
 
-def test_spatial_split_has_no_overlap_between_sides():
-    # A 10 x 10 grid of 256 px chips with stride 128 (overlapping neighbours).
-    offs = [(c * 128, r * 128) for r in range(10) for c in range(10)]
-    b = np.array([(c, r, c + 256, r + 256) for c, r in offs], dtype=float)
-    split = spatial_split(b, ["a"] * len(b), 0.2, seed=3)
-    assert (split == "val").sum() >= 10
-    tr, va = b[split == "train"], b[split == "val"]
-    ov = (
-        (tr[:, None, 0] < va[None, :, 2])
-        & (va[None, :, 0] < tr[:, None, 2])
-        & (tr[:, None, 1] < va[None, :, 3])
-        & (va[None, :, 1] < tr[:, None, 3])
-    )
-    assert not ov.any()
-    np.testing.assert_array_equal(split, spatial_split(b, ["a"] * len(b), 0.2, seed=3))
-
-
 def test_atomic_path_reports_leftovers_of_killed_runs(tmp_path, caplog):
     (tmp_path / ".geopsp-tmp-0badf00d-out.tif").write_bytes(b"half a raster")
     (tmp_path / ".geopsp-tmp-12345678-other.tif").write_bytes(b"another output's")
@@ -142,3 +124,16 @@ def test_atomic_path_reports_leftovers_of_killed_runs(tmp_path, caplog):
     assert ".geopsp-tmp-0badf00d-out.tif" in warnings[0] and "other" not in warnings[0]
     assert (tmp_path / "out.tif").read_text() == "done"
     assert (tmp_path / ".geopsp-tmp-0badf00d-out.tif").exists()  # reported, never deleted
+
+
+def test_has_data_follows_gdal_rule():
+    from geopsp.core.normalize import has_data
+
+    data = np.array([[[1.0, np.nan, np.nan], [4.0, 5.0, np.nan]],
+                     [[1.0, 2.0, np.nan], [np.inf, 5.0, 6.0]]])  # fmt: skip
+    masks = np.array([[[1, 0, 1], [0, 0, 1]], [[1, 1, 0], [0, 0, 1]]], dtype=np.uint8) * 255
+    # Missing only where every band is masked, or no band is finite.
+    np.testing.assert_array_equal(has_data(data, None), [[True, True, False], [True, True, True]])
+    np.testing.assert_array_equal(
+        has_data(data, masks), [[True, True, False], [False, False, True]]
+    )

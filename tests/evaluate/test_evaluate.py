@@ -11,7 +11,7 @@ from rasterio.transform import from_origin
 
 from geopsp.core.class_raster import describe_class_band
 from geopsp.core.classes import from_dicts
-from geopsp.evaluate.run import evaluate, plot_confusion
+from geopsp.evaluate.run import EvaluateOptions, evaluate, plot_confusion
 
 CRS = "EPSG:32633"
 TRANSFORM = from_origin(500000.0, 4000000.0, 10.0, 10.0)
@@ -94,7 +94,7 @@ def test_metrics_match_hand_computed_matrix(small_case):
 
 def test_unlabeled_ignore_drops_reference_zero(small_case):
     pred, ref = small_case
-    r = evaluate(pred, ref, unlabeled="ignore")
+    r = evaluate(pred, ref, EvaluateOptions(unlabeled="ignore"))
     # A label raster's 0 means "unlabeled": with ignore, the background row disappears.
     expected = np.array(EXPECTED)
     expected[0] = 0
@@ -111,14 +111,14 @@ def test_boundary_f1_by_hand(tmp_path):
     q = write_raster(tmp_path / "r.tif", ref, None)
     # Boundary pixels: prediction columns 4 and 5, reference columns 6 and 7 (4 rows each).
     # Tolerance 2: every one is within 2 px of the other map's boundary.
-    b = evaluate(p, q, boundary_tolerance=2).boundary
+    b = evaluate(p, q, EvaluateOptions(boundary_tolerance=2)).boundary
     assert (b.pred, b.pred_matched, b.ref, b.ref_matched) == (8, 8, 8, 8)
     assert b.f1 == 1.0
     # Tolerance 1: only column 5 (1 px from 6) and column 6 (1 px from 5) match.
-    r1 = evaluate(p, q, boundary_tolerance=1)
+    r1 = evaluate(p, q, EvaluateOptions(boundary_tolerance=1))
     assert (r1.boundary.pred_matched, r1.boundary.ref_matched) == (4, 4)
     assert r1.boundary_f1 == pytest.approx(0.5)
-    assert evaluate(p, q, boundary_tolerance=0).boundary_f1 == 0.0
+    assert evaluate(p, q, EvaluateOptions(boundary_tolerance=0)).boundary_f1 == 0.0
     # Identical maps: perfect boundaries; no boundary at all: undefined (null in JSON).
     assert evaluate(q, q).boundary_f1 == 1.0
     flat = write_raster(tmp_path / "flat.tif", np.ones((5, 10)))
@@ -139,8 +139,8 @@ def test_streaming_blocks_equal_one_block(tmp_path):
     p = write_raster(tmp_path / "p.tif", pred)
     q = write_raster(tmp_path / "r.tif", ref, None)
     for tol in (2, 3.5):
-        whole = evaluate(p, q, boundary_tolerance=tol, block_size=4096)
-        small = evaluate(p, q, boundary_tolerance=tol, block_size=37)
+        whole = evaluate(p, q, EvaluateOptions(boundary_tolerance=tol, block_size=4096))
+        small = evaluate(p, q, EvaluateOptions(boundary_tolerance=tol, block_size=37))
         assert small.matrix.tolist() == whole.matrix.tolist()
         assert small.boundary == whole.boundary
         assert 0 < whole.boundary_f1 < 1
@@ -173,7 +173,7 @@ def test_vector_and_raster_references_agree(tmp_path):
     pred[0:3, :] = 255
     p = write_raster(tmp_path / "pred.tif", pred)
 
-    vec = evaluate(p, str(tmp_path / "ref.gpkg"), class_field="landcover")
+    vec = evaluate(p, str(tmp_path / "ref.gpkg"), EvaluateOptions(class_field="landcover"))
     ras = evaluate(p, str(tmp_path / "ref.tif"))
     assert vec.matrix.tolist() == ras.matrix.tolist()
     assert vec.boundary == ras.boundary
@@ -182,8 +182,13 @@ def test_vector_and_raster_references_agree(tmp_path):
     assert 0.8 < vec.overall_accuracy < 1.0
 
 
-def test_reference_in_another_crs(tmp_path, everest):
-    """Glacier outlines in EPSG:4326 scored against a UTM prediction built from them."""
+GLACIER_TABLE = [{"value": 0, "name": "background", "color": [0, 0, 0]},
+                 {"value": 1, "name": "glacier", "color": [255, 255, 255]}]  # fmt: skip
+
+
+def glacier_prediction(everest) -> tuple[np.ndarray, dict]:
+    """The Everest glacier outlines (EPSG:4326) burnt on the UTM image's grid: a perfect
+    prediction, and the grid as ``write_raster`` keywords."""
     import geopandas as gpd
     from rasterio.features import rasterize
 
@@ -192,10 +197,16 @@ def test_reference_in_another_crs(tmp_path, everest):
     outlines = gpd.read_file(everest["labels"]).to_crs(crs)
     pred = rasterize(((g, 1) for g in outlines.geometry), out_shape=shape, transform=transform,
                      dtype="uint8")  # fmt: skip
-    table = [{"value": 0, "name": "background", "color": [0, 0, 0]},
-             {"value": 1, "name": "glacier", "color": [255, 255, 255]}]  # fmt: skip
-    p = write_raster(tmp_path / "glacier.tif", pred, table, crs=crs, transform=transform)
-    r = evaluate(p, str(everest["labels"]), block_size=256)
+    return pred, {"crs": crs, "transform": transform}
+
+
+def test_reference_in_another_crs(tmp_path, everest):
+    """Glacier outlines in EPSG:4326 scored against a UTM prediction built from them."""
+    pred, grid = glacier_prediction(everest)
+    shape = pred.shape
+    p = write_raster(tmp_path / "glacier.tif", pred, GLACIER_TABLE, **grid)
+    crs, transform = grid["crs"], grid["transform"]
+    r = evaluate(p, str(everest["labels"]), EvaluateOptions(block_size=256))
     assert r.labels == [0, 1] and r.names == ["background", "glacier"]
     assert r.pixels == shape[0] * shape[1]
     assert r.support[1] > 10000  # the glaciers really are there
@@ -203,7 +214,7 @@ def test_reference_in_another_crs(tmp_path, everest):
     assert r.iou[1] > 0.98 and r.kappa > 0.98 and r.boundary_f1 > 0.95
     # --all-touched grows the reference glaciers: every predicted glacier pixel stays correct
     # (precision 1) while some reference pixels are now missed (recall < 1).
-    t = evaluate(p, str(everest["labels"]), all_touched=True)
+    t = evaluate(p, str(everest["labels"]), EvaluateOptions(all_touched=True))
     assert t.precision[1] == 1.0 and 0.9 < t.recall[1] < 1.0
     # The same labels as a raster in EPSG:4326 at another resolution: resampled nearest onto
     # the UTM grid, so only the pixels along the glacier edges may disagree.
@@ -223,7 +234,7 @@ def test_reference_in_another_crs(tmp_path, everest):
 def test_no_class_table_uses_values_seen(tmp_path):
     p = write_raster(tmp_path / "p.tif", [[1, 1, 5], [5, 5, 1]], None)
     q = write_raster(tmp_path / "q.tif", [[1, 5, 5], [5, 9, 1]], None)
-    r = evaluate(p, q, unlabeled="ignore")
+    r = evaluate(p, q, EvaluateOptions(unlabeled="ignore"))
     assert r.labels == [1, 5, 9]
     assert r.matrix.tolist() == [[2, 0, 0], [1, 2, 0], [0, 1, 0]]
 
@@ -276,3 +287,24 @@ def test_prediction_nodata_value_and_bad_inputs(tmp_path):
         dst.write(np.ones((1, 2, 3), dtype="float32"))
     with pytest.raises(InputError, match="integer class values"):
         evaluate(str(tmp_path / "f.tif"), q)
+
+
+def test_buffer_widens_lines_but_not_polygons(tmp_path):
+    import geopandas as gpd
+    from shapely.geometry import LineString, box
+
+    x0, y0 = 500000.0, 4000000.0
+    water = box(x0 + 20, y0 - 100, x0 + 120, y0 - 20)  # pixel edges: rows 2..9, columns 2..11
+    road = LineString([(x0 + 55, y0 - 205), (x0 + 245, y0 - 205)])  # centres of row 20, cols 5..24
+    gdf = gpd.GeoDataFrame({"landcover": ["water", "forest"]}, geometry=[water, road], crs=CRS)
+    gdf.to_file(tmp_path / "ref.gpkg", layer="labels", driver="GPKG")
+    truth = np.zeros((30, 32), dtype=np.uint8)
+    truth[2:10, 2:12] = 1
+    truth[20, 5:25] = 2  # the road buffered by 8 m: one row of 10 m pixels
+    pred = write_raster(tmp_path / "pred.tif", truth)
+
+    r = evaluate(
+        pred, str(tmp_path / "ref.gpkg"), EvaluateOptions(class_field="landcover", buffer=8.0)
+    )
+    assert r.matrix.sum() == 30 * 32
+    assert r.overall_accuracy == 1.0  # a buffered polygon would add a ring of water pixels

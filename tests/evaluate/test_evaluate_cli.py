@@ -10,7 +10,15 @@ from click.testing import CliRunner
 
 from geopsp.cli.main import cli
 
-from .test_evaluate import EXPECTED, PRED, REF, TABLE, write_raster
+from .test_evaluate import (
+    EXPECTED,
+    GLACIER_TABLE,
+    PRED,
+    REF,
+    TABLE,
+    glacier_prediction,
+    write_raster,
+)
 
 JSON_KEYS = {"overall_accuracy", "kappa", "miou", "fwiou", "boundary_f1", "per_class",
              "confusion_matrix", "labels"}  # fmt: skip
@@ -79,19 +87,10 @@ def test_plot_and_overwrite(case):
 
 def test_vector_reference_on_real_data(tmp_path, everest):
     """A prediction with one corrupted block still scores high against the 4326 outlines."""
-    import geopandas as gpd
-    import rasterio
-    from rasterio.features import rasterize
-
-    with rasterio.open(everest["image"]) as img:
-        crs, transform, shape = img.crs, img.transform, (img.height, img.width)
-    outlines = gpd.read_file(everest["labels"]).to_crs(crs)
-    pred = rasterize(((g, 1) for g in outlines.geometry), out_shape=shape, transform=transform,
-                     dtype="uint8")  # fmt: skip
+    pred, grid = glacier_prediction(everest)
+    shape = pred.shape
     pred[:50, :50] = 1 - pred[:50, :50]  # 2500 wrong pixels
-    table = [{"value": 0, "name": "background", "color": [0, 0, 0]},
-             {"value": 1, "name": "glacier", "color": [255, 255, 255]}]  # fmt: skip
-    p = write_raster(tmp_path / "g.tif", pred, table, crs=crs, transform=transform)
+    p = write_raster(tmp_path / "g.tif", pred, GLACIER_TABLE, **grid)
     r = run(p, "--reference", everest["labels"], "--json")
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)

@@ -146,3 +146,23 @@ def test_reference_objects_outside_a_raster_prediction_are_left_out(tmp_path):
     write_vector(vec, [inside], crs="EPSG:32616")
     s = evaluate_objects(str(vec), str(ref)).per_class[0]  # polygons: no extent to clip to
     assert (s.predicted, s.reference, s.tp) == (1, 2, 1)
+
+
+def test_buffer_widens_line_references_but_not_polygons(tmp_path):
+    """Object scores, like pixel scores, buffer only line and point references."""
+    import geopandas as gpd
+    from shapely.geometry import LineString, box
+
+    from geopsp.evaluate.objects import evaluate_objects
+
+    crs = "EPSG:32633"
+    building = box(500000, 4000000, 500100, 4000100)
+    road = LineString([(500300, 4000050), (500500, 4000050)])
+    ref = gpd.GeoDataFrame({"cls": [1, 2]}, geometry=[building, road], crs=crs)
+    ref.to_file(tmp_path / "ref.gpkg")
+    pred = gpd.GeoDataFrame({"class": [1, 2]}, geometry=[building, road.buffer(10)], crs=crs)
+    pred.to_file(tmp_path / "pred.gpkg")
+    res = evaluate_objects(str(tmp_path / "pred.gpkg"), str(tmp_path / "ref.gpkg"),
+                           class_field="cls", buffer=10.0, iou=0.95)  # fmt: skip
+    # A buffered building (IoU 0.70 with itself) would not match at 0.95.
+    assert res.overall.to_dict()["tp"] == 2

@@ -29,46 +29,34 @@ def _vector(tmp_path, geoms, name="labels.gpkg", crs=CRS, **fields):
     return path
 
 
+def _from_field(values: np.ndarray, field: str, unlabeled: str, given=None):
+    """Classes and feature values of a class field (``x`` names the layer)."""
+    return classes_from_field(
+        values, count=len(values), field=field, given=given, unlabeled=unlabeled, default_name="x"
+    )
+
+
 def _names(classes):
     return [(c.value, c.name) for c in classes]
 
 
 def test_integer_field_values_are_class_values():
-    table, values = classes_from_field(
-        np.array([3, 7, 3]),
-        count=3,
-        field="code",
-        given=None,
-        unlabeled="background",
-        default_name="x",
-    )
+    table, values = _from_field(np.array([3, 7, 3]), "code", "background")
     assert _names(table) == [(0, "background"), (3, "3"), (7, "7")]
     assert values.tolist() == [3, 7, 3]
 
 
 def test_integer_field_outside_range_is_renumbered_with_warning(caplog):
     with caplog.at_level(logging.WARNING):
-        table, values = classes_from_field(
-            np.array([0, 500, 42]),
-            count=3,
-            field="code",
-            given=None,
-            unlabeled="ignore",
-            default_name="x",
-        )
+        table, values = _from_field(np.array([0, 500, 42]), "code", "ignore")
     assert _names(table) == [(1, "0"), (2, "42"), (3, "500")]
     assert values.tolist() == [1, 3, 2]
     assert "renumbering" in caplog.text
 
 
 def test_string_field_sorted_and_single_class_without_field():
-    table, values = classes_from_field(
-        np.array(["water", "forest", "water"], dtype=object),
-        count=3,
-        field="label",
-        given=None,
-        unlabeled="ignore",
-        default_name="x",
+    table, values = _from_field(
+        np.array(["water", "forest", "water"], dtype=object), "label", "ignore"
     )
     assert _names(table) == [(1, "forest"), (2, "water")]
     assert values.tolist() == [2, 1, 2]
@@ -81,37 +69,20 @@ def test_string_field_sorted_and_single_class_without_field():
 
 def test_given_table_matches_names_case_insensitively_and_rejects_unknown():
     given = [ClassInfo(5, "Forest", (0, 128, 0)), ClassInfo(9, "Water", (0, 0, 255))]
-    table, values = classes_from_field(
-        np.array(["water", "FOREST"], dtype=object),
-        count=2,
-        field="label",
-        given=given,
-        unlabeled="ignore",
-        default_name="x",
+    table, values = _from_field(
+        np.array(["water", "FOREST"], dtype=object), "label", "ignore", given=given
     )
     assert values.tolist() == [9, 5]
     assert [c.value for c in table] == [5, 9]
     with pytest.raises(InputError, match="not in the class table: rock, sand"):
-        classes_from_field(
-            np.array(["sand", "water", "rock"], dtype=object),
-            count=3,
-            field="label",
-            given=given,
-            unlabeled="ignore",
-            default_name="x",
+        _from_field(
+            np.array(["sand", "water", "rock"], dtype=object), "label", "ignore", given=given
         )
 
 
 def test_more_than_254_classes_is_usage_error():
     with pytest.raises(UsageError, match="300 distinct"):
-        classes_from_field(
-            np.array([f"c{i}" for i in range(300)], dtype=object),
-            count=300,
-            field="name",
-            given=None,
-            unlabeled="ignore",
-            default_name="x",
-        )
+        _from_field(np.array([f"c{i}" for i in range(300)], dtype=object), "name", "ignore")
 
 
 def test_overlap_rule_smaller_feature_wins_whatever_the_file_order(tmp_path):

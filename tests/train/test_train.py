@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from geopsp.cli.main import cli
 from geopsp.train.losses import auto_class_weights
-from geopsp.train.run import TrainConfig, train
+from geopsp.train.run import OUTPUT_FILES, TrainConfig, train
 
 # A small, fast network: these tests check the plumbing, not the accuracy.
 TINY = dict(
@@ -79,16 +79,7 @@ def test_resume_is_equivalent_to_a_straight_run(chip_folder, tmp_path):
 
     # Outputs of the straight run: every file, PNGs of the documented sizes, no temp files.
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert names == sorted(
-        [
-            "model.safetensors",
-            "last.ckpt",
-            "metrics.csv",
-            "curves.png",
-            "val_preview.png",
-            "config.yaml",
-        ]
-    )
+    assert names == sorted(OUTPUT_FILES)
     assert png_size(tmp_path / "a" / "curves.png") == (1000, 400)
     assert png_size(tmp_path / "a" / "val_preview.png") == (750, 3 * 250)  # 3 validation chips
 

@@ -90,6 +90,15 @@ def test_bad_option_values(chip_folder, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_config_file_with_an_unknown_key(chip_folder, tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("epoch: 3\noptimizer: SGD\n")  # "epochs" misspelt: refused, not ignored
+    res = run([str(chip_folder()), "-o", str(tmp_path / "out"), "-c", str(cfg), *TINY_ARGS])
+    assert_clean_error(res, 2, "unknown option 'epoch'")
+    assert "did you mean 'epochs'?" in res.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_cuda_out_of_memory_suggests_smaller_batches(chip_folder, tmp_path, monkeypatch):
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

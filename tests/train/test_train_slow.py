@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from geopsp.cli.main import cli
+from geopsp.train.run import OUTPUT_FILES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,16 +66,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # Rank 0 alone writes: one model, one metrics row per epoch, one summary per epoch.
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        [
-            "model.safetensors",
-            "last.ckpt",
-            "metrics.csv",
-            "curves.png",
-            "val_preview.png",
-            "config.yaml",
-        ]
-    )
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
     assert "x2" in proc.stdout  # the header line reports two processes
     assert proc.stdout.count("epoch 2/2") == 1
     with open(out / "metrics.csv", newline="") as f:
