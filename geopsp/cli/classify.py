@@ -7,6 +7,18 @@ import click
 from geopsp.cli import options as opt
 
 
+def _deprecated_workers(ctx: click.Context, param: click.Parameter, value: int | None):
+    """``--workers`` of older versions: reader threads here, unlike the processes of
+    export-chips and train; still accepted, with a warning."""
+    if value is not None:
+        click.echo(
+            "Warning: classify --workers is deprecated; use --read-threads (threads reading "
+            "windows). --workers means processes in export-chips and train.",
+            err=True,
+        )
+    return value
+
+
 @click.command("classify")
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT [INPUT ...]")
 @click.option(
@@ -86,11 +98,20 @@ from geopsp.cli import options as opt
     help="Mixed precision on CUDA (ignored on CPU).",
 )
 @click.option(
-    "--workers",
+    "--read-threads",
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
-    help="Extra threads reading windows (0: one background reader thread).",
+    help="Threads reading windows in parallel (0: one background reader thread); helps "
+    "with slow or remote inputs.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    hidden=True,
+    callback=_deprecated_workers,
+    help="Deprecated name of --read-threads.",
 )
 @click.option(
     "--block-size",
@@ -110,8 +131,8 @@ from geopsp.cli import options as opt
 @opt.config
 @click.pass_context
 def command(ctx: click.Context, inputs, model, output, tile_size, overlap, batch_size, blend, tta,
-            probabilities, confidence, cog, creation_options, bands, device, amp, workers,
-            block_size, resume, overwrite) -> None:  # fmt: skip
+            probabilities, confidence, cog, creation_options, bands, device, amp, read_threads,
+            workers, block_size, resume, overwrite) -> None:  # fmt: skip
     """Classify INPUT rasters (any GDAL address) with MODEL into OUTPUT.
 
     The output has the input's grid, uint8 class values, nodata 255, a color table, class
@@ -120,6 +141,7 @@ def command(ctx: click.Context, inputs, model, output, tile_size, overlap, batch
     classify ...` the ranks share the work and rank 0 writes the same bytes as one process.
     """
     from geopsp.classify.run import ClassifyOptions, classify
+    from geopsp.core.runtime import launch
     from geopsp.core.sources import parse_bands
 
     options = ClassifyOptions(
@@ -133,13 +155,13 @@ def command(ctx: click.Context, inputs, model, output, tile_size, overlap, batch
         confidence=confidence,
         cog=cog,
         creation_options=opt.parse_creation_options(creation_options),
-        workers=workers,
+        read_threads=read_threads if workers is None else workers,
         overwrite=overwrite,
         block_size=block_size,
         resume=resume,
         progress=opt.progress_enabled(ctx),
     )
     summaries = classify(list(inputs), model, output, options, device=device, amp=amp)
-    if opt.env_rank() == 0:
+    if launch().rank == 0:
         for s in summaries:
             click.echo(s.line())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
@@ -173,4 +172,6 @@ config = click.option(
 
 def env_rank() -> int:
     """Rank of this process under torchrun (0 when not distributed)."""
-    return int(os.environ.get("RANK", "0"))
+    from geopsp.core.runtime import launch
+
+    return launch().rank

@@ -90,7 +90,7 @@ def test_parallel_readers_give_the_same_result(tmp_path):
             src,
             tmp_path / f"c{w}.tif",
             _identity(2),
-            _opts(tmp_path, workers=w, probabilities=str(probs)),
+            _opts(tmp_path, read_threads=w, probabilities=str(probs)),
         )
         with rasterio.open(probs) as d:
             np.testing.assert_array_equal(d.read(), arr)
