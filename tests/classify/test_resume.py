@@ -314,3 +314,23 @@ def test_model_identity_tells_models_apart_without_reading_weights(tmp_path):
     shutil.copy(a, tmp_path / "copy.safetensors")
     ids = [model_identity(p) for p in (a, b, c, tmp_path / "copy.safetensors")]
     assert len(set(ids[:3])) == 3 and ids[3] == ids[0]
+
+
+def test_fingerprint_keeps_the_identity_of_the_loaded_weights(tmp_path):
+    """A model file replaced after loading (hours later, between inputs) must not lend its
+    identity to blocks computed with the weights in memory."""
+    import shutil
+
+    from model_files import write_model_file
+
+    from geopsp.classify.fingerprint import classify_fingerprint, model_identity
+
+    classes = [{"value": v, "name": f"c{v}", "color": [v, v, v]} for v in range(K)]
+    path = write_model_file(tmp_path / "model.safetensors", classes)
+    loaded = model_identity(path)
+    pred = Predictor.from_file(str(path), "cpu", amp=False)
+    other = write_model_file(tmp_path / "other.safetensors", classes, chip_size=128)
+    shutil.copy(other, path)  # the file is replaced while the weights are in use
+    fp = classify_fingerprint(_raster(tmp_path), pred, TileGrid(700, 420, 64, 12, 128), [1, 2, 3],
+                              _opts())  # fmt: skip
+    assert fp["model"] == loaded != model_identity(path)
