@@ -20,14 +20,15 @@ def select_bands(src, address: str, predictor: Predictor, bands: list[int] | Non
     if bands is None:
         want = predictor.bands
         if want and len(want) == n:
-            if max(want) > src.count:  # never guess: bands 1..n may be other bands entirely
+            if max(want) <= src.count:
+                return list(want)
+            if src.count >= n:  # never guess: bands 1..n may be other bands entirely
                 listed = ",".join(map(str, want))
                 raise UsageError(
                     f"the model was trained on source bands {listed} but {address} has "
                     f"{src.count} band(s); choose the matching {n} band(s) with -b/--bands"
                 )
-            return list(want)
-        if src.count == n:
+        elif src.count == n:  # a model that does not record its source bands
             return list(range(1, n + 1))
         raise UsageError(
             f"{address} has {src.count} band(s) but the model expects {n}; "

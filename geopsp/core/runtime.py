@@ -192,20 +192,21 @@ def abort(rt: Runtime, error: BaseException) -> None:
 
     Leaving the group closes this rank's connections, so a rank blocked in a send to or a
     receive from this one fails at once; it then reads ``error`` from the store (see
-    :func:`collective`). The first rank to fail names the error every rank reports. Waits at
-    most a few seconds for the others to read it (rank 0 may host the store).
+    :func:`collective`). The first rank to fail names the error every rank reports, and waits
+    at most a few seconds for the others to read it (rank 0 may host the store).
     """
     if not rt.distributed or not dist.is_initialized():
         return
-    store = _store()
+    store, first = _store(), False
     if store is not None:
-        with contextlib.suppress(Exception):
-            if not store.check([ABORT_KEY]):
-                text = str(error) or type(error).__name__
-                store.set(ABORT_KEY, f"rank {rt.rank} failed: {text}")
+        message = f"rank {rt.rank} failed: {str(error) or type(error).__name__}"
+        with contextlib.suppress(Exception):  # atomic: only the first failure is recorded
+            first = store.compare_set(ABORT_KEY, "", message).decode() == message
+            if not first and not isinstance(error, RankFailed):  # RankFailed: seen already
+                store.add(ACK_KEY, 1)  # the first rank may be waiting for us to see its error
     with contextlib.suppress(Exception):
         dist.destroy_process_group()
-    if store is None:
+    if store is None or not first:
         return
     end = time.monotonic() + ABORT_WAIT_S
     with contextlib.suppress(Exception):
