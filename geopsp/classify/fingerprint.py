@@ -122,13 +122,14 @@ def finished(outputs: dict[str, str], fingerprint: dict) -> bool:
         The class raster exists but was made by another model or options, or a requested
         companion is missing: skipping would leave outputs that do not belong together.
     """
-    (name, main), *rest = outputs.items()
+    main = next(iter(outputs.values()))
     if not Path(main).exists():
         return False
-    for option, path in [(name, main), *rest]:
-        again = "use --overwrite to classify it again"
+    again = "use --overwrite to classify it again"
+    for option, path in outputs.items():
         if not Path(path).exists():
             raise OutputError(f"{main} exists but its {option} output {path} does not; {again}")
+    for path in outputs.values():
         old = recorded(path)
         if old is None:
             raise OutputError(f"{path} exists but records no geopsp classification; {again}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from geopsp.cli import options as opt
@@ -11,10 +13,9 @@ def _deprecated_workers(ctx: click.Context, param: click.Parameter, value: int |
     """``--workers`` of older versions: reader threads here, unlike the processes of
     export-chips and train; still accepted, with a warning."""
     if value is not None:
-        click.echo(
-            "Warning: classify --workers is deprecated; use --read-threads (threads reading "
-            "windows). --workers means processes in export-chips and train.",
-            err=True,
+        logging.getLogger(__name__).warning(
+            "classify --workers is deprecated; use --read-threads (threads reading windows); "
+            "--workers means processes in export-chips and train"
         )
     return value
 

@@ -133,12 +133,19 @@ def test_resume_does_not_skip_an_output_made_by_another_model(image, models, tmp
 
 
 def test_resume_does_not_skip_an_output_missing_its_companions(image, models, tmp_path):
-    out, probs = tmp_path / "classes.tif", tmp_path / "probs.tif"
+    out, probs, conf = tmp_path / "classes.tif", tmp_path / "probs.tif", tmp_path / "conf.tif"
     assert invoke("classify", image, "-m", models["ok"], "-o", out, *GRID).exit_code == 0
     r = invoke("classify", image, "-m", models["ok"], "-o", out, *GRID, "--probabilities", probs,
                "--resume")  # fmt: skip
     assert_clean_error(r, 1, "--probabilities output", "probs.tif does not", "--overwrite")
     assert not probs.exists()
+    # Made with --confidence, asked again with --confidence and --probabilities: the same
+    # blocks, but an output is missing.
+    assert invoke("classify", image, "-m", models["ok"], "-o", out, *GRID, "--confidence", conf,
+                  "--overwrite").exit_code == 0  # fmt: skip
+    r = invoke("classify", image, "-m", models["ok"], "-o", out, *GRID, "--confidence", conf,
+               "--probabilities", probs, "--resume")  # fmt: skip
+    assert_clean_error(r, 1, "--probabilities output", "probs.tif does not", "--overwrite")
     # With its companion made by the same run, the output set is complete and skipped.
     assert invoke("classify", image, "-m", models["ok"], "-o", out, *GRID, "--probabilities",
                   probs, "--overwrite").exit_code == 0  # fmt: skip
