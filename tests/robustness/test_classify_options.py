@@ -17,7 +17,7 @@ def test_workers_is_a_deprecated_alias_of_read_threads(models, tmp_path):
     one, threads, old = tmp_path / "one.tif", tmp_path / "threads.tif", tmp_path / "old.tif"
     assert invoke("classify", image, "-m", models["ok"], "-o", one, *GRID).exit_code == 0
     r = invoke("classify", image, "-m", models["ok"], "-o", threads, *GRID, "--read-threads", "3")
-    assert r.exit_code == 0 and "deprecated" not in r.output, r.output
+    assert r.exit_code == 0 and "is deprecated" not in r.output, r.output
     args = ["classify", image, "-m", models["ok"], "-o", old, *GRID, "--workers", "3"]
     r = CliRunner().invoke(cli, list(map(str, args)))  # without -q: warnings are printed
     assert r.exit_code == 0, r.output
