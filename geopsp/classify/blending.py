@@ -135,7 +135,8 @@ class Blender:
     def add(self, tile: Tile, probs: np.ndarray, valid: np.ndarray | None) -> None:
         """Add one tile's probabilities ``(K, T, T)``; ``valid`` (T, T) masks nodata pixels."""
         g, acc = self.grid, self._acc
-        assert acc is not None and tile.block == self._block, "tile outside the current block"
+        if acc is None or tile.block != self._block:
+            raise ValueError(f"tile of block {tile.block} added to block {self._block}")
         r0, c0 = tile.row - self._origin[0], tile.col - self._origin[1]
         h = min(g.tile, g.height - tile.row)
         w = min(g.tile, g.width - tile.col)
@@ -148,7 +149,8 @@ class Blender:
     def finish(self) -> FinishedBlock:
         """Add the seams of earlier blocks, keep this block's margins, return its final pixels."""
         g, acc = self.grid, self._acc
-        assert acc is not None
+        if acc is None:
+            raise ValueError("finish() called without start()")
         bi, bj = divmod(self._block, g.block_cols)
         r, c, bh, bw = g.block_window(self._block)
         if bj > 0 and self._hseam is not None:  # from the block to the left

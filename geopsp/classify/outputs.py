@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from geopsp.classify.blending import FinishedBlock
+from geopsp.classify.fingerprint import TAG
 from geopsp.core import class_raster as rasters
 from geopsp.core.atomic import atomic_path, check_writable, disk_error, is_disk_full, temp_name
 from geopsp.core.classes import IGNORE, ClassInfo, index_to_value
-from geopsp.core.errors import OutputError
+from geopsp.core.errors import OutputError, UsageError
 
 
 class OutputSet:
@@ -42,6 +45,11 @@ class OutputSet:
     journal : Journal, optional
         Progress folder of a resumable run: blocks are saved there too, and the temporary
         outputs get fixed names that a resumed run replaces.
+    fingerprint : dict, optional
+        What made the outputs (:mod:`geopsp.classify.fingerprint`), recorded in each one's
+        ``GEOPSP_RUN`` tag so that ``--resume`` can tell whether to skip it.
+
+    The paths are checked by :func:`check_outputs` before any work starts.
     """
 
     def __init__(
@@ -52,17 +60,17 @@ class OutputSet:
         options,
         write: bool = True,
         journal=None,
+        fingerprint: dict | None = None,
     ):
         self.output = Path(output)
         self.journal = journal
+        self.fingerprint = fingerprint
         self.classes = classes
         self.opts = options
         self.write = write
         self.lut = index_to_value(classes)
         self.class_counts = np.zeros(256, dtype=np.int64)
-        co = dict(options.creation_options or {})
-        if options.cog:  # the staging GeoTIFF takes only GTiff options; the COG copy the rest
-            co = rasters.stage_options(co)
+        co = _creation_options(options)
         self.class_profile = rasters.output_profile(profile, 1, IGNORE, co)
         self.block = rasters.out_block_size(self.class_profile)
         self.temp_dir = self.output.parent if str(self.output.parent) else Path(".")
@@ -83,21 +91,9 @@ class OutputSet:
         self._stage: dict[str, Path] = {}
         self._final_tmp: dict[str, Path] = {}
 
-    def check(self) -> None:
-        """Refuse existing outputs (without --overwrite) and unwritable folders."""
-        paths = [p for p, _ in self.targets.values()]
-        if len({p.resolve() for p in paths}) != len(paths):
-            raise OutputError("OUTPUT, --probabilities and --confidence must be different files")
-        for p in paths:
-            check_writable(p, self.opts.overwrite)
-        qml = rasters.qml_path(self.output)
-        if qml.exists() and not self.opts.overwrite:
-            raise OutputError(f"{qml} already exists; use --overwrite to replace it")
-
     def __enter__(self) -> OutputSet:
         import rasterio
 
-        self.check()
         if not self.write:
             return self
         try:
@@ -128,6 +124,8 @@ class OutputSet:
         return self
 
     def _describe(self, name: str, dst) -> None:
+        if self.fingerprint is not None:
+            dst.update_tags(**{TAG: json.dumps(self.fingerprint, sort_keys=True)})
         if name == "classes":
             rasters.describe_class_band(dst, self.classes)
         elif name == "probabilities":
@@ -174,18 +172,12 @@ class OutputSet:
         arrays = self.render(block)
         self.write_arrays(block.row, block.col, arrays)
         if self.journal is not None:
-            self.journal.save_block(self.journal_index(block.row, block.col), arrays)
-
-    def journal_index(self, row: int, col: int) -> int:
-        j = self.journal
-        return (row // j.block) * j.block_cols + col // j.block
+            self.journal.save_block(block.row, block.col, arrays)
 
     def replay(self) -> None:
         """Write the blocks a resumed run's journal kept, in block order."""
-        j = self.journal
-        for index, arrays in j.finished_blocks():
-            bi, bj = divmod(index, j.block_cols)
-            self.write_arrays(bi * j.block, bj * j.block, arrays)
+        for row, col, arrays in self.journal.finished_blocks():
+            self.write_arrays(row, col, arrays)
 
     def _close_all(self) -> None:
         for dst in self._dst.values():
@@ -230,3 +222,58 @@ class OutputSet:
         self._stack.close()  # renames every output into place
         with atomic_path(rasters.qml_path(self.output), overwrite=True) as q:
             q.write_text(rasters.qml(self.classes), encoding="utf-8")
+
+
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one existing file (symlinks and relative paths resolved)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist (yet), or b is a GDAL address, not a local file
+        return False
+
+
+def check_outputs(paths: list[str], overwrite: bool, reads: dict[str, str]) -> None:
+    """Refuse output paths that cannot be written, before hours of work.
+
+    Parameters
+    ----------
+    paths : list of str
+        The class raster first, then ``--probabilities`` and ``--confidence`` when given.
+    overwrite : bool
+        ``--overwrite``.
+    reads : dict
+        ``{description: path}`` of what the run reads (input, model file): never replaced.
+
+    Raises
+    ------
+    UsageError
+        Two outputs share a path, or an output is a file the run reads.
+    OutputError
+        An output (or the class raster's ``.qml``) exists without ``--overwrite``, or its
+        folder is not writable.
+    """
+    if len({os.path.abspath(p) for p in paths}) < len(paths):
+        raise UsageError(
+            f"{paths[0]}: OUTPUT, --probabilities and --confidence need different paths"
+        )
+    for path in paths:
+        for what, used in reads.items():  # --overwrite must never replace what is being read
+            if used and _same_file(path, used):
+                raise UsageError(f"{path} is {what}; write the output to another file")
+        check_writable(path, overwrite)
+    qml = rasters.qml_path(paths[0])
+    if qml.exists() and not overwrite:
+        raise OutputError(f"{qml} already exists; use --overwrite to replace it")
+
+
+def _creation_options(options) -> dict:
+    co = dict(options.creation_options or {})
+    if options.cog:  # the staging GeoTIFF takes only GTiff options; the COG copy the rest
+        co = rasters.stage_options(co)
+    return co
+
+
+def out_block(profile: dict, options) -> int:
+    """The internal block size of the class raster written for ``profile`` and ``options``."""
+    profile = rasters.output_profile(profile, 1, IGNORE, _creation_options(options))
+    return rasters.out_block_size(profile)

@@ -1,13 +1,17 @@
-"""What ``geopsp classify`` computes: its options, tile and block sizes, and its summary."""
+"""What ``geopsp classify`` computes: its options, the checked plan of each raster (bands,
+tile, overlap, block, fingerprint), and its summary.
+
+Every check of a raster happens once, in :func:`plan_raster`, before any work starts.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
 
-from geopsp.classify.predictor import Predictor
-from geopsp.classify.tiling import default_block
-from geopsp.core.errors import UsageError
+from geopsp.classify.predictor import TTA_MODES, Predictor
+from geopsp.classify.tiling import BLEND_KINDS, TileGrid, default_block
+from geopsp.core.errors import InputError, UsageError
 
 log = logging.getLogger(__name__)
 MAX_DEFAULT_TILE = 1024
@@ -27,7 +31,7 @@ class ClassifyOptions:
     confidence: str | None = None
     cog: bool = False
     creation_options: dict = field(default_factory=dict)
-    workers: int = 0
+    read_threads: int = 0  # threads reading windows in parallel (0: one reader thread)
     overwrite: bool = False
     progress: bool = True
     block_size: int | None = None  # streaming block (pixels); None: default_block(tile)
@@ -119,3 +123,67 @@ def plan_block(block_size: int | None, tile: int, out_block: int) -> int:
             "slower and the file larger", block_size, out_block,
         )  # fmt: skip
     return int(block_size)
+
+
+@dataclass
+class RasterJob:
+    """One raster to classify, checked (see :func:`plan_raster`)."""
+
+    address: str
+    output: str
+    options: ClassifyOptions  # with this raster's --probabilities and --confidence paths
+    bands: list[int]
+    profile: dict  # the input's rasterio profile
+    grid: TileGrid
+    fingerprint: dict  # what decides the output's bytes (geopsp.classify.fingerprint)
+
+    def paths(self) -> dict[str, str]:
+        """``{option: path}`` of every output, the class raster first."""
+        o = self.options
+        named = {"OUTPUT": self.output, "--probabilities": o.probabilities}
+        named["--confidence"] = o.confidence
+        return {k: str(v) for k, v in named.items() if v}
+
+
+def check_options(options: ClassifyOptions) -> None:
+    """Refuse option values that no raster can use (``UsageError``)."""
+    if options.blend not in BLEND_KINDS:
+        raise UsageError(f"--blend must be one of {', '.join(BLEND_KINDS)}, got {options.blend!r}")
+    if options.tta not in TTA_MODES:
+        raise UsageError(f"--tta must be one of {', '.join(TTA_MODES)}, got {options.tta!r}")
+    if options.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {options.batch_size}")
+    if options.read_threads < 0:
+        raise UsageError(f"--read-threads must be at least 0, got {options.read_threads}")
+
+
+def plan_raster(
+    address: str, output: str, predictor: Predictor, options: ClassifyOptions, warn: bool = True
+) -> RasterJob:
+    """Check one input against the model and options and plan its grid.
+
+    ``warn`` logs the input's CRS and resolution warnings (rank 0 only under torchrun).
+    Output paths are checked separately (:func:`geopsp.classify.outputs.check_outputs`).
+
+    Raises
+    ------
+    InputError, UsageError
+    """
+    from geopsp.classify.fingerprint import classify_fingerprint
+    from geopsp.classify.outputs import out_block
+    from geopsp.classify.reader import select_bands, warn_grid
+    from geopsp.core.sources import open_raster
+
+    if not address:
+        raise InputError(f"invalid input {address!r}")
+    check_options(options)
+    tile, overlap = plan_tiles(predictor, options.tile_size, options.overlap)
+    with open_raster(address) as src:
+        bands = select_bands(src, address, predictor, options.bands)
+        profile = dict(src.profile)
+        if warn:
+            warn_grid(src, address, predictor)
+    block = plan_block(options.block_size, tile, out_block(profile, options))
+    grid = TileGrid(profile["height"], profile["width"], tile, overlap, block)
+    fp = classify_fingerprint(address, predictor, grid, bands, options)
+    return RasterJob(address, str(output), options, bands, profile, grid, fp)

@@ -48,7 +48,11 @@ class Predictor:
     metadata : dict
         The model file's metadata.
     source : str, optional
-        The model file (a resumed classification checks that it is the same file).
+        The model file.
+    identity : str, optional
+        The model file's identity (checksum of its weights and metadata), computed when the
+        weights were loaded; a resumed classification compares it, never the file as it is
+        hours later.
     """
 
     model: Callable[[Any], Any]
@@ -65,18 +69,35 @@ class Predictor:
     amp: bool = False
     metadata: dict = field(default_factory=dict)
     source: str | None = None  # the model file, when loaded from one
+    identity: str | None = None
 
     @property
     def n_bands(self) -> int:
         return len(self.mean)
 
     @classmethod
-    def from_file(cls, path: str, device: str = "auto", amp: bool = True) -> Predictor:
-        """Load a model file written by ``geopsp train`` onto ``device``."""
+    def from_file(cls, path: str, device: Any = "auto", amp: bool = True) -> Predictor:
+        """Load a model file written by ``geopsp train`` onto ``device``.
+
+        ``device`` is a torch device, or ``--device`` text resolved by
+        :func:`geopsp.core.runtime.resolve_device` (under torchrun ``cuda`` is GPU
+        ``LOCAL_RANK``).
+        """
+        import torch
+
+        from geopsp.classify.fingerprint import model_identity
+        from geopsp.core.runtime import launch, resolve_device
         from geopsp.models.modelfile import load_model
 
-        dev = resolve_device(device)
+        if isinstance(device, torch.device):
+            dev = device
+        else:
+            env = launch()
+            dev = resolve_device(device, env.local_rank, env.world)
+        identity = model_identity(path)  # now, with the weights: not hours later per input
         model, md = load_model(path, dev)
+        if model_identity(path) != identity:
+            raise ModelFileError(f"{path} was replaced while it was being loaded; try again")
         norm = md.get("normalization") or {}
         if not norm.get("mean") or not norm.get("std") or not md.get("classes"):
             raise ModelFileError(
@@ -97,6 +118,7 @@ class Predictor:
             amp=bool(amp) and dev.type == "cuda",
             metadata=md,
             source=str(path),
+            identity=identity,
         )
 
     def forward_fn(self, tta: str = "none") -> Callable[[np.ndarray], np.ndarray]:
@@ -168,26 +190,3 @@ def _transforms(tta: str) -> list[tuple[Callable, Callable]]:
     if tta == "flips":
         return [ident, flip((3,)), flip((2,)), flip((2, 3))]
     return [rot(k, h) for h in (False, True) for k in range(4)]
-
-
-def resolve_device(device: str = "auto"):
-    """``auto`` -> CUDA when available, else CPU; a clear error for unavailable devices."""
-    import torch
-
-    name = (device or "auto").lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise UsageError(f"--device must be auto, cpu or cuda[:N], got {device!r}") from exc
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ResourceError(f"--device {device}: CUDA is not available on this machine")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ResourceError(
-                f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) available"
-            )
-    elif dev.type != "cpu":
-        raise UsageError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
-    return dev

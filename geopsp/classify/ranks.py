@@ -7,24 +7,17 @@ probabilities to rank 0 (gloo), which blends and writes.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 
 from geopsp.classify.tiling import Tile, TileGrid
+from geopsp.core.runtime import Runtime, collective
 
 
-@dataclass
-class Dist:
-    """Rank and world size of a torch.distributed run (``world == 1``: single process)."""
-
-    rank: int = 0
-    world: int = 1
-
-    def owner(self, batch: int) -> int:
-        return batch % self.world
+def owner(batch: int, rt: Runtime) -> int:
+    """The rank that computes batch ``batch``."""
+    return batch % rt.world
 
 
 class Batches:
@@ -53,53 +46,36 @@ def batches(grid: TileGrid, batch_size: int) -> Batches:
     return Batches(grid, batch_size)
 
 
-def send_batch(keep, valid, probs) -> None:
+def send_batch(keep: np.ndarray, valid: np.ndarray, probs: np.ndarray | None, rt: Runtime) -> None:
+    """Send one computed batch to rank 0 (see :func:`recv_batch`)."""
     import torch
     import torch.distributed as tdist
 
-    tdist.send(torch.from_numpy(keep.astype(np.uint8)), dst=0)
-    tdist.send(torch.from_numpy(valid.astype(np.uint8)), dst=0)
-    if probs is not None and len(probs):
-        tdist.send(torch.from_numpy(np.ascontiguousarray(probs)), dst=0)
+    with collective(rt):
+        tdist.send(torch.from_numpy(keep.astype(np.uint8)), dst=0)
+        tdist.send(torch.from_numpy(valid.astype(np.uint8)), dst=0)
+        if probs is not None and len(probs):
+            tdist.send(torch.from_numpy(np.ascontiguousarray(probs)), dst=0)
 
 
-def recv_batch(src: int, n: int, tile: int, k: int):
-    import torch
-    import torch.distributed as tdist
+def recv_batch(
+    src: int, n: int, tile: int, k: int, rt: Runtime
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Receive ``(keep, valid, probs)`` of a batch of ``n`` tiles computed by rank ``src``.
 
-    keep = torch.empty(n, dtype=torch.uint8)
-    tdist.recv(keep, src=src)
-    valid = torch.empty((n, tile, tile), dtype=torch.uint8)
-    tdist.recv(valid, src=src)
-    nk = int(keep.sum())
-    probs = torch.empty((nk, k, tile, tile), dtype=torch.float32)
-    if nk:
-        tdist.recv(probs, src=src)
-    return keep.numpy().astype(bool), valid.numpy().astype(bool), probs.numpy()
-
-
-def broadcast(value: object, dist: Dist) -> object:
-    """Rank 0's ``value`` on every rank (the value itself in a single process)."""
-    if dist.world <= 1:
-        return value
-    import torch.distributed as tdist
-
-    box = [value]
-    tdist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def init_distributed() -> Dist:
-    """Join the torchrun process group (gloo) when ``WORLD_SIZE > 1``; else a single process.
-
-    gloo works for CPU tensors on every platform; only probabilities (on the CPU anyway)
-    travel between ranks, so it is used even when the model runs on CUDA.
+    A rank that fails leaves the process group (:func:`geopsp.core.runtime.abort`), so a
+    receive from it raises :class:`~geopsp.core.errors.RankFailed` with its error at once.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
+    import torch
     import torch.distributed as tdist
 
-    if not tdist.is_initialized():
-        tdist.init_process_group("gloo")
-    return Dist(rank=tdist.get_rank(), world=tdist.get_world_size())
+    with collective(rt):
+        keep = torch.empty(n, dtype=torch.uint8)
+        tdist.recv(keep, src=src)
+        valid = torch.empty((n, tile, tile), dtype=torch.uint8)
+        tdist.recv(valid, src=src)
+        nk = int(keep.sum())
+        probs = torch.empty((nk, k, tile, tile), dtype=torch.float32)
+        if nk:
+            tdist.recv(probs, src=src)
+    return keep.numpy().astype(bool), valid.numpy().astype(bool), probs.numpy()

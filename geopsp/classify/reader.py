@@ -14,13 +14,21 @@ log = logging.getLogger(__name__)
 
 
 def select_bands(src, address: str, predictor: Predictor, bands: list[int] | None) -> list[int]:
-    """The source bands to feed the model, checking the count matches the model's."""
+    """The source bands to feed the model: ``-b`` if given, else the source bands the model
+    was trained on; refuses a band count or band numbers that do not fit ``src``."""
     n = predictor.n_bands
     if bands is None:
         want = predictor.bands
-        if want and len(want) == n and max(want) <= src.count:
-            return list(want)
-        if src.count == n:
+        if want and len(want) == n:
+            if max(want) <= src.count:
+                return list(want)
+            if src.count >= n:  # never guess: bands 1..n may be other bands entirely
+                listed = ",".join(map(str, want))
+                raise UsageError(
+                    f"the model was trained on source bands {listed} but {address} has "
+                    f"{src.count} band(s); choose the matching {n} band(s) with -b/--bands"
+                )
+        elif src.count == n:  # a model that does not record its source bands
             return list(range(1, n + 1))
         raise UsageError(
             f"{address} has {src.count} band(s) but the model expects {n}; "

@@ -28,11 +28,16 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from geopsp.classify.fingerprint import mismatch
 from geopsp.core.atomic import TMP_MARK
 from geopsp.core.errors import OutputError
+
+if TYPE_CHECKING:
+    from geopsp.core.runtime import Runtime
 
 log = logging.getLogger(__name__)
 SUFFIX = ".partial"
@@ -43,33 +48,6 @@ SEAM_FILES = 3
 def partial_dir(output: str | os.PathLike) -> Path:
     """The progress folder of ``output`` (``OUTPUT.partial``)."""
     return Path(str(output) + SUFFIX)
-
-
-def model_identity(path: str | os.PathLike) -> str:
-    """The model file's identity without reading its weights again: the checksum of its
-    tensors (verified when the model was loaded) and a hash of its metadata."""
-    import hashlib
-
-    from geopsp.models.modelfile import CHECKSUM_KEY, read_header
-
-    _, meta, _ = read_header(path)
-    if CHECKSUM_KEY in meta:
-        md = hashlib.sha256(meta.get("geopsp", "").encode()).hexdigest()
-        return f"{meta[CHECKSUM_KEY]}:{md}"
-    h = hashlib.sha256()  # a file without a checksum: hash all of it
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def input_identity(address: str) -> dict:
-    """How a resumed run recognizes its input: the path, and size and time for local files."""
-    p = Path(address)
-    if not p.is_file():
-        return {"input": address}
-    st = p.stat()
-    return {"input": str(p.resolve()), "input_bytes": st.st_size, "input_mtime_ns": st.st_mtime_ns}
 
 
 class Journal:
@@ -145,16 +123,10 @@ class Journal:
         return rows
 
     def _mismatch(self, old: dict) -> str:
-        keys = sorted(set(old) | set(self.fingerprint))
-        diff = [k for k in keys if old.get(k) != self.fingerprint.get(k)] or ["format"]
-        k = diff[0]
-        same = "run the same command as before"
-        if k == "cpu_threads":
-            same = f"use --threads {old.get(k)} as before"
+        diff, hint = mismatch(old, self.fingerprint)
         return (
-            f"cannot resume {self.output}: {self.dir} holds a run with {k} = "
-            f"{old.get(k)!r}, this run has {self.fingerprint.get(k)!r}; {same}, "
-            f"or delete {self.dir} to start over"
+            f"cannot resume {self.output}: {self.dir} holds a run with {diff}; "
+            f"{hint or 'run the same command as before, or '}delete {self.dir} to start over"
         )
 
     def _take_lock(self) -> None:
@@ -183,11 +155,18 @@ class Journal:
         os.replace(tmp, self.dir / "state.json")
         _sync_dir(self.dir)
 
+    @property
+    def start_block(self) -> int:
+        """The first block that is not final (the start of the first unfinished block row)."""
+        return self.rows_done * self.block_cols
+
     def _block_path(self, index: int) -> Path:
         return self.blocks_dir / f"{index:06d}.npz"
 
-    def save_block(self, index: int, arrays: dict[str, np.ndarray]) -> None:
-        """Keep the output pixels of block ``index`` (before its row is committed)."""
+    def save_block(self, row: int, col: int, arrays: dict[str, np.ndarray]) -> None:
+        """Keep the output pixels of the block whose top-left pixel is ``row, col`` (before
+        its block row is committed)."""
+        index = (row // self.block) * self.block_cols + col // self.block
         path = self._block_path(index)
         with open(path, "wb") as f:
             np.savez_compressed(f, **arrays)
@@ -208,9 +187,10 @@ class Journal:
         self.rows_done = row + 1
         self._write_state()
 
-    def finished_blocks(self) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-        """``(index, arrays)`` of every block of the finished rows, in block order."""
-        for index in range(self.rows_done * self.block_cols):
+    def finished_blocks(self) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
+        """``(row, col, arrays)`` of every block of the finished rows, in block order (``row``,
+        ``col``: the block's top-left pixel)."""
+        for index in range(self.start_block):
             path = self._block_path(index)
             try:
                 with np.load(path) as z:
@@ -220,7 +200,8 @@ class Journal:
                 raise OutputError(
                     f"{path} is missing or damaged; delete {self.dir} to start over"
                 ) from exc
-            yield index, arrays
+            bi, bj = divmod(index, self.block_cols)
+            yield bi * self.block, bj * self.block, arrays
 
     def close(self, remove: bool = False) -> None:
         """Release the folder; ``remove`` deletes it (the output is complete)."""
@@ -241,55 +222,24 @@ def _sync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def classify_fingerprint(address: str, predictor, grid, bands, options) -> dict:
-    """Everything that decides the bytes of a classification (see :class:`Journal`)."""
-    import torch
-
-    from geopsp import __version__
-
-    source = getattr(predictor, "source", None)
-    model = model_identity(source) if source else json.dumps(predictor.metadata, sort_keys=True)
-    return {
-        **input_identity(address),
-        "width": grid.width,
-        "height": grid.height,
-        "bands": list(bands) if bands else None,
-        "model": model,
-        "tile": grid.tile,
-        "overlap": grid.overlap,
-        "block": grid.block,
-        "batch_size": options.batch_size,
-        "blend": options.blend,
-        "tta": options.tta,
-        "probabilities": bool(options.probabilities or options.confidence),
-        "cog": bool(options.cog),
-        "creation_options": dict(sorted((options.creation_options or {}).items())),
-        "device": str(getattr(predictor.device, "type", predictor.device)),
-        "amp": bool(predictor.amp),
-        # oneDNN's results can depend on the thread count: keep it for a byte-identical result
-        "cpu_threads": torch.get_num_threads() if str(predictor.device).startswith("cpu") else None,
-        "geopsp": __version__,
-        "torch": torch.__version__,
-    }
-
-
-def open_journal(output, fingerprint: dict, grid, dist) -> tuple[Journal | None, int]:
+def open_journal(output, fingerprint: dict, grid, rt: Runtime) -> tuple[Journal | None, int]:
     """Open the progress folder on rank 0 and tell every rank where to start.
 
-    Returns the journal (None on other ranks) and the first block row to compute. An error
-    on rank 0 is raised on every rank, so no rank waits for the others forever.
+    Returns the journal (None on other ranks) and the first block to compute. An error on
+    rank 0 is raised on every rank, so no rank waits for the others forever.
     """
-    from geopsp.classify.ranks import broadcast
+    from geopsp.core.runtime import broadcast
 
     journal, answer = None, 0
-    if dist.rank == 0:
+    if rt.rank == 0:
         journal = Journal(output, fingerprint, grid.block_cols, grid.block)
         try:
-            answer = journal.open()
+            journal.open()
+            answer = journal.start_block
         except OutputError as exc:
             answer = str(exc)
             journal = None
-    answer = broadcast(answer, dist)
+    answer = broadcast(answer, rt)
     if isinstance(answer, str):
         raise OutputError(answer)
     return journal, int(answer)

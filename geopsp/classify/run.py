@@ -1,32 +1,66 @@
 """``geopsp classify``: streaming, seamless tiled inference over rasters of any size.
 
-:func:`classify` loads a model file and classifies one or more rasters;
-:func:`classify_raster` runs one raster through any :class:`~geopsp.classify.predictor.Predictor`.
-The work is done by :func:`geopsp.classify.pipeline.run_pipeline` (threads, batching, torchrun
-split), :mod:`geopsp.classify.blending` (bounded-memory overlap blending) and
+:func:`classify` loads a model file, checks every input and output once
+(:func:`~geopsp.classify.plan.plan_raster`, :func:`~geopsp.classify.outputs.check_outputs`)
+and classifies the rasters; :func:`classify_raster` does the same for one raster and any
+:class:`~geopsp.classify.predictor.Predictor`. The work is done by
+:func:`geopsp.classify.pipeline.run_pipeline` (threads, batching, torchrun split),
+:mod:`geopsp.classify.blending` (bounded-memory overlap blending) and
 :mod:`geopsp.classify.outputs` (class, probability and confidence rasters).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
 from pathlib import Path
 
-from geopsp.classify.plan import ClassifyOptions, ClassifySummary, plan_block, plan_tiles
+from geopsp.classify.pipeline import Progress, Settings
+from geopsp.classify.plan import (
+    ClassifyOptions,
+    ClassifySummary,
+    RasterJob,
+    plan_block,
+    plan_raster,
+    plan_tiles,
+)
 from geopsp.classify.predictor import Predictor
-from geopsp.classify.reader import TileReader, select_bands, warn_grid
-from geopsp.classify.tiling import BLEND_KINDS, TileGrid
-from geopsp.core.errors import InputError, OutputError, UsageError
+from geopsp.classify.reader import TileReader
+from geopsp.core.errors import Interrupted, OutputError, UsageError
+from geopsp.core.runtime import Runtime, barrier, setup, stop_all_on_error
 
 log = logging.getLogger(__name__)
 GDAL_CACHE_MB = 64  # bounded GDAL block cache: RSS must not grow with raster size
 
 
+class _RunProgress(Progress):
+    """The progress of one raster: the progress bar (with MP/s) and, on rank 0 of a
+    ``--resume`` run, the journal that records finished block rows."""
+
+    def __init__(self, grid, start_block: int, journal, bar, t0: float) -> None:
+        self.grid, self.start_block, self.journal, self.bar, self.t0 = (
+            grid, start_block, journal, bar, t0,
+        )  # fmt: skip
+        self.seam_paths = journal.seam_paths() if journal is not None else None
+        self.done = 0
+
+    def tiles_done(self, n: int) -> None:
+        self.done += n
+        self.bar.update(n)
+        g = self.grid
+        mp = self.done / max(len(g), 1) * g.height * g.width / 1e6
+        rate = mp / max(time.perf_counter() - self.t0, 1e-9)
+        self.bar.set_postfix_str(f"{rate:.2f} MP/s", refresh=False)
+
+    def row_done(self, row: int) -> None:
+        self.journal.commit(row)
+
+
 def classify_raster(
     address: str, output: str | os.PathLike, predictor: Predictor, options: ClassifyOptions,
-    dist=None,
+    rt: Runtime | None = None,
 ) -> ClassifySummary:  # fmt: skip
     """Classify one raster with ``predictor`` and write the class raster (and extras).
 
@@ -39,133 +73,121 @@ def classify_raster(
     predictor : Predictor
         Model and its metadata (a model file, or any callable for custom models).
     options : ClassifyOptions
-    dist : geopsp.classify.ranks.Dist, optional
-        Rank/world under torchrun; only rank 0 writes.
+    rt : geopsp.core.runtime.Runtime, optional
+        Rank/world under torchrun; only rank 0 writes. A rank that fails stops the others.
 
     Returns
     -------
     ClassifySummary
     """
+    from geopsp.classify.outputs import check_outputs
+
+    rt = rt or Runtime()
+    with stop_all_on_error(rt):
+        job = plan_raster(address, str(output), predictor, options, warn=rt.is_main)
+        check_outputs(list(job.paths().values()), options.overwrite, _reads(job, predictor))
+        return run_raster(job, predictor, rt)
+
+
+def _reads(job: RasterJob, predictor: Predictor) -> dict[str, str]:
+    return {"the input raster": job.address, "the model file": predictor.source or ""}
+
+
+def run_raster(job: RasterJob, predictor: Predictor, rt: Runtime) -> ClassifySummary:
+    """Classify a planned raster (no more checks: see :func:`plan_raster`)."""
     import rasterio
 
     from geopsp.classify.outputs import OutputSet
-    from geopsp.classify.ranks import Dist
-    from geopsp.classify.resume import classify_fingerprint, open_journal
-    from geopsp.core.sources import open_raster
+    from geopsp.classify.resume import open_journal
 
-    dist = dist or Dist()
-    if options.blend not in BLEND_KINDS:
-        raise UsageError(f"--blend must be one of {', '.join(BLEND_KINDS)}, got {options.blend!r}")
-    if options.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {options.batch_size}")
-    tile, overlap = plan_tiles(predictor, options.tile_size, options.overlap)
-    with open_raster(address) as src:
-        bands = select_bands(src, address, predictor, options.bands)
-        profile = dict(src.profile)
-        if dist.rank == 0:
-            warn_grid(src, address, predictor)
-    forward = predictor.forward_fn(options.tta)
-    outputs = OutputSet(output, profile, predictor.classes, options, write=dist.rank == 0)
-    block = plan_block(options.block_size, tile, outputs.block)
-    grid = TileGrid(profile["height"], profile["width"], tile, overlap, block)
-    journal, start_row = None, 0
+    options, grid = job.options, job.grid
+    outputs = OutputSet(job.output, job.profile, predictor.classes, options, write=rt.is_main,
+                        fingerprint=job.fingerprint)  # fmt: skip
+    journal, start_block = None, 0
     if options.resume:
-        fp = classify_fingerprint(address, predictor, grid, bands, options)
-        journal, start_row = open_journal(output, fp, grid, dist)
+        journal, start_block = open_journal(job.output, job.fingerprint, grid, rt)
         outputs.journal = journal
     t0 = time.perf_counter()
     try:
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), outputs:  # bytes, not MB
-            start_block = start_row * grid.block_cols
             if journal is not None:
                 outputs.replay()
-            stats = _run(address, grid, bands, predictor, forward, outputs, options, dist,
-                         t0, start_block, journal)  # fmt: skip
-    except BaseException:
+            stats = _run(job, predictor, outputs, rt, journal, start_block, t0)
+    except BaseException as exc:
         if journal is not None:
-            journal.close(remove=journal.rows_done == 0)  # nothing recorded: leave no folder
-            if journal.rows_done and not journal.damaged:  # damaged: the error says what to do
-                log.warning(
-                    "%s: finished blocks are kept in %s; run the same command with --resume "
-                    "to continue", output, journal.dir,
-                )  # fmt: skip
+            _keep_progress(journal, job.output, exc)
         raise
     if journal is not None:
         journal.close(remove=True)
-    seconds = time.perf_counter() - t0
     counts = outputs.class_counts
     return ClassifySummary(
-        input=address, output=str(output), width=grid.width, height=grid.height,
-        tiles=stats["tiles"], computed=stats["computed"], skipped=stats["skipped"],
-        seconds=seconds, class_pixels={c.value: int(counts[c.value]) for c in predictor.classes},
-        nodata_pixels=int(counts[255]), forward_seconds=stats["forward_s"],
-        class_names={c.value: c.name for c in predictor.classes},
-        resumed_at_row=min(start_row * grid.block, grid.height),
+        input=job.address, output=job.output, width=grid.width, height=grid.height,
+        tiles=stats.tiles, computed=stats.computed, skipped=stats.skipped,
+        seconds=time.perf_counter() - t0, forward_seconds=stats.forward_s,
+        class_pixels={c.value: int(counts[c.value]) for c in predictor.classes},
+        nodata_pixels=int(counts[255]), class_names={c.value: c.name for c in predictor.classes},
+        resumed_at_row=min(start_block // grid.block_cols * grid.block, grid.height),
     )  # fmt: skip
 
 
-def _run(address, grid, bands, predictor, forward, outputs, options, dist, t0, start_block,
-         journal) -> dict:  # fmt: skip
-    """Run the pipeline over ``grid`` from ``start_block`` with a progress bar."""
+def _keep_progress(journal, output: str, exc: BaseException) -> None:
+    """After a failure: keep the progress folder when it holds finished block rows, and say
+    so (Ctrl-C: in the :class:`~geopsp.core.errors.Interrupted` raised instead)."""
+    journal.close(remove=journal.rows_done == 0)  # nothing recorded: leave no folder
+    if not journal.rows_done or journal.damaged:  # damaged: the error says what to do
+        return
+    hint = "run the same command with --resume to continue"
+    if isinstance(exc, KeyboardInterrupt):
+        raise Interrupted([str(journal.dir)], hint) from exc
+    log.warning("%s: finished blocks are kept in %s; %s", output, journal.dir, hint)
+
+
+def _run(job: RasterJob, predictor, outputs, rt: Runtime, journal, start_block, t0):
+    """Run the pipeline over the job's grid from ``start_block`` with a progress bar."""
     from geopsp.classify.pipeline import run_pipeline
     from geopsp.core.progress import bar
 
-    reader = TileReader(address, bands, predictor, grid.tile)
+    grid, options = job.grid, job.options
+    reader = TileReader(job.address, job.bands, predictor, grid.tile)
     pbar = bar(
-        len(grid), f"classify {Path(address).name}", options.progress and dist.rank == 0,
+        len(grid), f"classify {Path(job.address).name}", options.progress and rt.is_main,
         unit="tile", initial=grid.first_tile(start_block),
     )  # fmt: skip
-    done = [0]
-
-    def on_batch(n: int) -> None:
-        done[0] += n
-        pbar.update(n)
-        mp = done[0] / max(len(grid), 1) * grid.height * grid.width / 1e6
-        rate = mp / max(time.perf_counter() - t0, 1e-9)
-        pbar.set_postfix_str(f"{rate:.2f} MP/s", refresh=False)
-
+    settings = Settings(batch_size=options.batch_size, blend=options.blend,
+                        read_threads=options.read_threads, temp_dir=str(outputs.temp_dir))  # fmt: skip
+    progress = _RunProgress(grid, start_block, journal, pbar, t0)
     try:
-        return run_pipeline(
-            grid, reader, forward, outputs.write_block, len(predictor.classes),
-            batch_size=options.batch_size, blend=options.blend, dist=dist,
-            on_batch=on_batch, temp_dir=str(outputs.temp_dir), workers=options.workers,
-            start_block=start_block, on_row=journal.commit if journal else None,
-            seam_paths=journal.seam_paths() if journal else None,
-        )  # fmt: skip
+        forward = predictor.forward_fn(options.tta)
+        return run_pipeline(grid, reader, forward, outputs.write_block, len(predictor.classes),
+                            settings, rt, progress)  # fmt: skip
     finally:
         pbar.close()
         reader.close()
 
 
-def _finished(output: str, options: ClassifyOptions, rank: int) -> bool:
-    """Whether ``--resume`` skips ``output`` because an earlier run completed it."""
+def _skip(job: RasterJob, rt: Runtime) -> bool:
+    """Whether ``--resume`` skips ``job`` because an earlier run completed its outputs with
+    the same input, model and options (see :func:`geopsp.classify.fingerprint.finished`)."""
+    import shutil
+
+    from geopsp.classify.fingerprint import finished
     from geopsp.classify.resume import partial_dir
 
-    partial = partial_dir(output)
-    if not options.resume:
-        if partial.exists() and rank == 0:
+    partial = partial_dir(job.output)
+    if not job.options.resume:
+        if partial.exists() and rt.is_main:
             log.warning(
                 "%s holds an interrupted classification of %s; this run starts over (use "
-                "--resume to continue it, or delete the folder)", partial, output,
+                "--resume to continue it, or delete the folder)", partial, job.output,
             )  # fmt: skip
         return False
-    if options.overwrite or not Path(output).exists():
+    if job.options.overwrite or not finished(job.paths(), job.fingerprint):
         return False
-    if rank == 0:
-        log.warning("%s exists; skipped (use --overwrite to classify it again)", output)
+    if rt.is_main:
+        log.warning("%s exists; skipped (use --overwrite to classify it again)", job.output)
         if partial.exists():  # the run was stopped after the output was complete
-            import shutil
-
             shutil.rmtree(partial, ignore_errors=True)
     return True
-
-
-def _same_file(a: str, b: str) -> bool:
-    """Whether two paths name one existing file (symlinks and relative paths resolved)."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one does not exist (yet), or b is a GDAL address, not a local file
-        return False
 
 
 def output_paths(inputs: list[str], output: str, extra: str | None) -> list[tuple[str, str | None]]:
@@ -185,6 +207,31 @@ def output_paths(inputs: list[str], output: str, extra: str | None) -> list[tupl
     return res
 
 
+def plan_jobs(
+    inputs: list[str], output: str, predictor: Predictor, options: ClassifyOptions, rt: Runtime
+) -> list[RasterJob]:
+    """Check every input and output before any work; leave out outputs ``--resume`` skips."""
+    from geopsp.classify.outputs import check_outputs
+
+    probs = output_paths(inputs, output, options.probabilities)
+    confs = output_paths(inputs, output, options.confidence)
+    if len(inputs) > 1:  # every rank: the checks below must not race rank 0 creating folders
+        for d in (output, options.probabilities, options.confidence):
+            if d:
+                try:
+                    Path(d).mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise OutputError(f"cannot create folder {d}: {exc.strerror or exc}") from exc
+    jobs = []
+    for addr, (out, p), (_, c) in zip(inputs, probs, confs, strict=True):
+        opts = dataclasses.replace(options, probabilities=p, confidence=c)
+        job = plan_raster(addr, out, predictor, opts, warn=rt.is_main)
+        if not _skip(job, rt):
+            check_outputs(list(job.paths().values()), options.overwrite, _reads(job, predictor))
+            jobs.append(job)
+    return jobs
+
+
 def classify(
     inputs: list[str], model: str | os.PathLike, output: str | os.PathLike,
     options: ClassifyOptions | None = None, device: str = "auto", amp: bool = True,
@@ -192,69 +239,27 @@ def classify(
     """Classify ``inputs`` with the model file ``model``; see ``geopsp classify --help``.
 
     Under ``torchrun`` every rank calls this with the same arguments; batches of tiles are
-    split between ranks and rank 0 writes the outputs (byte-identical to one process).
+    split between ranks (gloo) and rank 0 writes the outputs (byte-identical to one process).
+    ``--device cuda`` then means GPU ``LOCAL_RANK``. A rank that fails makes every rank stop
+    with its error.
 
     Raises
     ------
-    ModelFileError, InputError, UsageError, OutputError, ResourceError
+    ModelFileError, InputError, UsageError, OutputError, ResourceError, RankFailed
     """
-    from geopsp.classify.ranks import init_distributed
-
     options = options or ClassifyOptions()
     if not inputs:
         raise UsageError("give at least one INPUT raster")
-    dist = init_distributed()
-    if dist.world > 1 and device == "auto":
-        import torch
-
-        if torch.cuda.is_available():
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    predictor = Predictor.from_file(str(model), device, amp)
-    many = len(inputs) > 1
-    probs = output_paths(inputs, str(output), options.probabilities)
-    confs = output_paths(inputs, str(output), options.confidence)
-    if many:  # every rank: the checks below must not race rank 0 creating the folders
-        for d in (output, options.probabilities, options.confidence):
-            if d:
-                try:
-                    Path(d).mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise OutputError(f"cannot create folder {d}: {exc.strerror or exc}") from exc
-    from geopsp.core.atomic import check_writable
-    from geopsp.core.sources import open_raster
-
-    plan_tiles(predictor, options.tile_size, options.overlap)
-    jobs = [
-        (addr, out, p, c)
-        for addr, (out, p), (_, c) in zip(inputs, probs, confs, strict=True)
-        if not _finished(out, options, dist.rank)
-    ]
-    for addr, out, p, c in jobs:
-        if not addr:  # fail early, before hours of work on the first input
-            raise InputError(f"invalid input {addr!r}")
-        with open_raster(addr) as src:
-            select_bands(src, addr, predictor, options.bands)
-        paths = [x for x in (out, p, c) if x]
-        for path in paths:
-            check_writable(path, options.overwrite)
-            # --overwrite must never replace what is being read: the input or the model.
-            for what, used in (("the input raster", addr), ("the model file", str(model))):
-                if _same_file(path, used):
-                    raise UsageError(f"{path} is {what}; write the output to another file")
-        if len({os.path.abspath(x) for x in paths}) < len(paths):
-            raise UsageError(f"{out}: the outputs need different paths")
-    summaries = []
-    for addr, out, p, c in jobs:
-        opts = ClassifyOptions(**{**options.__dict__, "probabilities": p, "confidence": c})
-        summaries.append(classify_raster(addr, out, predictor, opts, dist))
-    if dist.world > 1:
-        import torch.distributed as tdist
-
-        tdist.barrier()
+    rt = setup(device, backend="gloo")
+    with stop_all_on_error(rt):
+        predictor = Predictor.from_file(str(model), rt.device, amp)
+        jobs = plan_jobs(list(inputs), str(output), predictor, options, rt)
+        summaries = [run_raster(job, predictor, rt) for job in jobs]
+        barrier(rt)
     return summaries
 
 
 __all__ = [
     "ClassifyOptions", "ClassifySummary", "Predictor", "TileReader", "classify", "classify_raster",
-    "plan_block", "plan_tiles",
+    "plan_block", "plan_raster", "plan_tiles",
 ]  # fmt: skip

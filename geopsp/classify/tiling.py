@@ -1,9 +1,10 @@
 """Window grids and blend weights for tiled inference (pure numpy).
 
 A raster of ``height x width`` pixels is covered by square tiles of ``tile`` pixels that
-overlap their neighbours by at least ``overlap`` pixels. Tile starts are spread evenly, so the
-last row/column of tiles ends exactly on the raster edge; a raster smaller than one tile gets a
-single tile at (0, 0) that the reader pads.
+overlap their neighbours by at least ``overlap`` pixels. Tile starts are spread evenly
+(:func:`geopsp.core.windows.offsets` with ``edge="spread"``), so the last row/column of tiles
+ends exactly on the raster edge; a raster smaller than one tile gets a single tile at (0, 0)
+that the reader pads.
 
 For streaming, the raster is also cut into *blocks* (``block`` pixels square, a multiple of
 the output's 512-pixel GeoTIFF tiles). Every tile belongs to the block that holds its
@@ -21,26 +22,10 @@ from functools import lru_cache
 
 import numpy as np
 
+from geopsp.core.windows import offsets
+
 BLEND_KINDS = ("cosine", "linear", "none")
 WEIGHT_FLOOR = 1e-3  # keeps every weight > 0 so the weight sum never divides by ~0
-
-
-def axis_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of the tiles along one axis.
-
-    ``n = ceil((length - overlap) / (tile - overlap))`` tiles are spread evenly between 0 and
-    ``length - tile``, so neighbours overlap by at least ``overlap`` pixels and the last tile
-    ends on the raster edge. ``length <= tile`` gives ``[0]`` (one padded tile).
-    """
-    if length < 1 or tile < 1:
-        raise ValueError(f"length and tile must be >= 1, got {length} and {tile}")
-    if not 0 <= overlap < tile:
-        raise ValueError(f"overlap must be in [0, tile), got {overlap} for tile {tile}")
-    if length <= tile:
-        return [0]
-    n = math.ceil((length - overlap) / (tile - overlap))
-    span = length - tile
-    return [(i * span) // (n - 1) for i in range(n)]
 
 
 def taper(size: int, overlap: int, start: bool, end: bool, kind: str = "cosine") -> np.ndarray:
@@ -136,14 +121,18 @@ class TileGrid:
     """
 
     def __init__(self, height: int, width: int, tile: int, overlap: int, block: int) -> None:
-        if 2 * overlap >= tile:
-            raise ValueError(f"overlap {overlap} must be less than half the tile size {tile}")
+        if not 0 <= 2 * overlap < tile:
+            raise ValueError(
+                f"overlap {overlap} must be >= 0 and less than half the tile size {tile}"
+            )
         if block < tile:
             raise ValueError(f"block {block} must be at least the tile size {tile}")
         self.height, self.width = int(height), int(width)
         self.tile, self.overlap, self.block = int(tile), int(overlap), int(block)
-        self.rows = axis_starts(self.height, self.tile, self.overlap)
-        self.cols = axis_starts(self.width, self.tile, self.overlap)
+        # Tile starts spread evenly: the last tile ends on the raster edge.
+        step = self.tile - self.overlap
+        self.rows = offsets(self.height, self.tile, step, "spread")
+        self.cols = offsets(self.width, self.tile, step, "spread")
         self.block_rows = math.ceil(self.height / self.block)
         self.block_cols = math.ceil(self.width / self.block)
         rows = np.asarray(self.rows)

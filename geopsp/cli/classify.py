@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from geopsp.cli import options as opt
 from geopsp.cli.vectorize import shaping_options, shaping_values
+
+
+def _deprecated_workers(ctx: click.Context, param: click.Parameter, value: int | None):
+    """``--workers`` of older versions: reader threads here, unlike the processes of
+    export-chips and train; still accepted, with a warning."""
+    if value is not None:
+        logging.getLogger(__name__).warning(
+            "classify --workers is deprecated; use --read-threads (threads reading windows); "
+            "--workers means processes in export-chips and train"
+        )
+    return value
 
 
 @click.command("classify")
@@ -87,11 +100,20 @@ from geopsp.cli.vectorize import shaping_options, shaping_values
     help="Mixed precision on CUDA (ignored on CPU).",
 )
 @click.option(
-    "--workers",
+    "--read-threads",
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
-    help="Extra threads reading windows (0: one background reader thread).",
+    help="Threads reading windows in parallel (0: one background reader thread); helps "
+    "with slow or remote inputs.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    hidden=True,
+    callback=_deprecated_workers,
+    help="Deprecated name of --read-threads.",
 )
 @click.option(
     "--block-size",
@@ -119,8 +141,8 @@ from geopsp.cli.vectorize import shaping_options, shaping_values
 @opt.config
 @click.pass_context
 def command(ctx: click.Context, inputs, model, output, tile_size, overlap, batch_size, blend, tta,
-            probabilities, confidence, cog, creation_options, bands, device, amp, workers,
-            block_size, resume, overwrite, polygons, **polygon_options) -> None:  # fmt: skip
+            probabilities, confidence, cog, creation_options, bands, device, amp, read_threads,
+            workers, block_size, resume, overwrite, polygons, **polygon_options) -> None:  # fmt: skip
     """Classify INPUT rasters (any GDAL address) with MODEL into OUTPUT.
 
     The output has the input's grid, uint8 class values, nodata 255, a color table, class
@@ -129,6 +151,7 @@ def command(ctx: click.Context, inputs, model, output, tile_size, overlap, batch
     classify ...` the ranks share the work and rank 0 writes the same bytes as one process.
     """
     from geopsp.classify.run import ClassifyOptions, classify
+    from geopsp.core.runtime import launch
     from geopsp.core.sources import parse_bands
 
     options = ClassifyOptions(
@@ -142,7 +165,7 @@ def command(ctx: click.Context, inputs, model, output, tile_size, overlap, batch
         confidence=confidence,
         cog=cog,
         creation_options=opt.parse_creation_options(creation_options),
-        workers=workers,
+        read_threads=read_threads if workers is None else workers,
         overwrite=overwrite,
         block_size=block_size,
         resume=resume,
@@ -157,7 +180,7 @@ def command(ctx: click.Context, inputs, model, output, tile_size, overlap, batch
                                option_prefix="polygon-")  # fmt: skip
         check_polygon_output(polygons, vec, len(inputs))  # before minutes of classification
     summaries = classify(list(inputs), model, output, options, device=device, amp=amp)
-    if opt.env_rank() == 0:
+    if launch().rank == 0:
         for s in summaries:
             click.echo(s.line())
         if vec is not None and summaries:

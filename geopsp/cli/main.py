@@ -59,15 +59,26 @@ class GeopspGroup(click.Group):
             if exc.exit_code == 2:
                 raise click.UsageError(str(exc), ctx=None) from None
             raise click.ClickException(str(exc)) from None
-        except KeyboardInterrupt:
-            click.echo("Interrupted; partial outputs were removed.", err=True)
+        except KeyboardInterrupt as exc:
+            click.echo(interrupted_message(exc), err=True)
             ctx.exit(130)
         except MemoryError:
             if verbosity >= 2:
                 traceback.print_exc(file=sys.stderr)
             raise click.ClickException(
-                "out of memory; use a smaller --tile-size/--batch-size or fewer --workers"
+                "out of memory; use a smaller --tile-size/--batch-size, or fewer --workers "
+                "(--read-threads in classify)"
             ) from None
+
+
+def interrupted_message(exc: KeyboardInterrupt) -> str:
+    """What Ctrl-C left behind: what the command kept for later (``Interrupted``), else that
+    its partial outputs were removed."""
+    from geopsp.core.errors import Interrupted
+
+    if isinstance(exc, Interrupted):
+        return f"Interrupted; kept {', '.join(exc.kept)} ({exc.hint})."
+    return "Interrupted; partial outputs were removed."
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -228,4 +227,6 @@ config = click.option(
 
 def env_rank() -> int:
     """Rank of this process under torchrun (0 when not distributed)."""
-    return int(os.environ.get("RANK", "0"))
+    from geopsp.core.runtime import launch
+
+    return launch().rank

@@ -33,3 +33,19 @@ class ModelFileError(GeopspError):
 
 class ResourceError(GeopspError):
     """Out of memory (host or GPU) or a requested device is unavailable."""
+
+
+class RankFailed(GeopspError):
+    """Another torchrun rank failed; the message is that rank's error."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, carrying what the interrupted run kept for later and how to continue it.
+
+    A KeyboardInterrupt, so code that handles Ctrl-C handles it; the CLI names ``kept``
+    instead of saying that partial outputs were removed.
+    """
+
+    def __init__(self, kept: list[str], hint: str) -> None:
+        super().__init__(f"kept {', '.join(kept)}; {hint}")
+        self.kept, self.hint = list(kept), hint

@@ -22,6 +22,7 @@ from geopsp.core.classes import IGNORE, ClassInfo, from_dicts
 from geopsp.core.errors import InputError, UsageError
 from geopsp.core.progress import bar
 from geopsp.core.sources import open_raster
+from geopsp.core.windows import window_grid
 from geopsp.evaluate.accuracy import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_BOUNDARY_TOLERANCE,
@@ -45,10 +46,10 @@ __all__ = [
 ]
 
 
-def _blocks(width: int, height: int, size: int):
-    for row in range(0, height, size):
-        for col in range(0, width, size):
-            yield col, row, min(size, width - col), min(size, height - row)
+def _blocks(width: int, height: int, size: int) -> list[tuple[int, int, int, int]]:
+    """``(col, row, width, height)`` of square blocks, row by row, clipped at the edges."""
+    grid = window_grid(width, height, size, size, edge="clip")
+    return [(c, r, min(size, width - c), min(size, height - r)) for c, r in grid]
 
 
 def _has_mask(src) -> bool:

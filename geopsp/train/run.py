@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from geopsp.core.classes import to_dicts
-from geopsp.core.errors import ResourceError, UsageError
+from geopsp.core.errors import Interrupted, ResourceError, UsageError
 from geopsp.core.runtime import Runtime, barrier, setup, teardown
 from geopsp.train.config import TrainConfig, resolve, saved_options
 from geopsp.train.outputs import check_output, clean, model_metadata
@@ -131,6 +131,11 @@ def train(
         result = _fit(cfg, s, rt, out, on_epoch, on_start, progress)
         finished = result.epochs_run
         return result
+    except KeyboardInterrupt as exc:
+        ckpt = out / "last.ckpt"
+        if rt.is_main and ckpt.exists():  # the last finished epoch can be continued
+            raise Interrupted([str(ckpt)], f"continue with --resume {ckpt}") from exc
+        raise
     except _OOM as exc:
         bs = cfg.batch_size
         raise ResourceError(

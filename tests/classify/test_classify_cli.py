@@ -239,7 +239,7 @@ def test_help_is_fast_and_lists_options():
     r = CliRunner().invoke(cli, ["classify", "--help"])
     assert r.exit_code == 0
     for opt in ("--tile-size", "--overlap", "--blend", "--tta", "--probabilities", "--cog", "--co",
-                "--bands", "--device", "--amp", "--workers", "--overwrite"):  # fmt: skip
+                "--bands", "--device", "--amp", "--read-threads", "--overwrite"):  # fmt: skip
         assert opt in r.output
 
 

@@ -90,7 +90,7 @@ def test_parallel_readers_give_the_same_result(tmp_path):
             src,
             tmp_path / f"c{w}.tif",
             _identity(2),
-            _opts(tmp_path, workers=w, probabilities=str(probs)),
+            _opts(tmp_path, read_threads=w, probabilities=str(probs)),
         )
         with rasterio.open(probs) as d:
             np.testing.assert_array_equal(d.read(), arr)
@@ -271,3 +271,16 @@ def test_alpha_band_masks_pixels(tmp_path):
         c = d.read(1)
     assert (c[30:50, 40:90] == 255).all()
     assert (c[:30] != 255).all() and (c[50:] != 255).all()
+
+
+def test_model_bands_beyond_the_input_are_refused_not_guessed(tmp_path):
+    """A model trained on source bands 4,5,6 must not silently read bands 1..3 of a
+    3-band input: the error names both and -b."""
+    src = _write(tmp_path / "in.tif", _probability_raster((3, 64, 64)))
+    pred = _identity(3)
+    pred.bands = [4, 5, 6]
+    with pytest.raises(UsageError, match=r"source bands 4,5,6 .*in\.tif has 3 band.*-b/--bands"):
+        classify_raster(src, tmp_path / "c.tif", pred, _opts(tmp_path))
+    assert not (tmp_path / "c.tif").exists()
+    s = classify_raster(src, tmp_path / "c.tif", pred, _opts(tmp_path, bands=[1, 2, 3]))
+    assert s.pixels == 64 * 64  # an explicit -b is taken as given

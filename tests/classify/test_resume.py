@@ -231,10 +231,10 @@ def test_full_disk_keeps_progress_and_resume_finishes(tmp_path, monkeypatch):
     out = tmp_path / "cls.tif"
     save = Journal.save_block
 
-    def filling(self, index, arrays):
-        if index >= 3 * self.block_cols:
+    def filling(self, row, col, arrays):
+        if row >= 3 * self.block:  # a block of the fourth block row
             raise OSError(errno.ENOSPC, "No space left on device")
-        save(self, index, arrays)
+        save(self, row, col, arrays)
 
     monkeypatch.setattr(Journal, "save_block", filling)
     with pytest.raises(OutputError, match="no space left on the device"):
@@ -261,7 +261,7 @@ def test_blender_never_overwrites_the_seams_recorded_progress_needs(tmp_path, mo
     """With a slow writer, the blender may run ahead, but never writes the seam file that the
     last recorded row points to (else a crash at that moment would resume from wrong sums)."""
     from geopsp.classify import blending
-    from geopsp.classify.pipeline import run_pipeline
+    from geopsp.classify.pipeline import Progress, Settings, run_pipeline
 
     grid = TileGrid(640, 60, 64, 12, 64)  # 10 block rows of one block: the blender runs ahead
     seams = tuple(str(tmp_path / f"s{i}") for i in range(3))
@@ -284,11 +284,17 @@ def test_blender_never_overwrites_the_seams_recorded_progress_needs(tmp_path, mo
 
     monkeypatch.setattr(blending.Blender, "start", tracking_start)
     monkeypatch.setattr(blending._SeamFile, "put", checked_put)
+
+    class Recording(Progress):
+        seam_paths = seams
+
+        def row_done(self, row):
+            slow_commit(row)
+
     blocks = []
     run_pipeline(
         grid, lambda t: (np.ones((K, 64, 64), np.float32), np.ones((64, 64), bool)),
-        lambda x: x * 0.5, blocks.append, K, batch_size=2, seam_paths=seams,
-        on_row=slow_commit,
+        lambda x: x * 0.5, blocks.append, K, Settings(batch_size=2), progress=Recording(),
     )  # fmt: skip
     assert len(blocks) == grid.n_blocks and rows_done[0] == 10
     assert violations == []
@@ -299,7 +305,7 @@ def test_model_identity_tells_models_apart_without_reading_weights(tmp_path):
 
     from model_files import write_model_file
 
-    from geopsp.classify.resume import model_identity
+    from geopsp.classify.fingerprint import model_identity
 
     classes = [{"value": v, "name": f"c{v}", "color": [v, v, v]} for v in range(2)]
     a = write_model_file(tmp_path / "a.safetensors", classes)
@@ -308,3 +314,23 @@ def test_model_identity_tells_models_apart_without_reading_weights(tmp_path):
     shutil.copy(a, tmp_path / "copy.safetensors")
     ids = [model_identity(p) for p in (a, b, c, tmp_path / "copy.safetensors")]
     assert len(set(ids[:3])) == 3 and ids[3] == ids[0]
+
+
+def test_fingerprint_keeps_the_identity_of_the_loaded_weights(tmp_path):
+    """A model file replaced after loading (hours later, between inputs) must not lend its
+    identity to blocks computed with the weights in memory."""
+    import shutil
+
+    from model_files import write_model_file
+
+    from geopsp.classify.fingerprint import classify_fingerprint, model_identity
+
+    classes = [{"value": v, "name": f"c{v}", "color": [v, v, v]} for v in range(K)]
+    path = write_model_file(tmp_path / "model.safetensors", classes)
+    loaded = model_identity(path)
+    pred = Predictor.from_file(str(path), "cpu", amp=False)
+    other = write_model_file(tmp_path / "other.safetensors", classes, chip_size=128)
+    shutil.copy(other, path)  # the file is replaced while the weights are in use
+    fp = classify_fingerprint(_raster(tmp_path), pred, TileGrid(700, 420, 64, 12, 128), [1, 2, 3],
+                              _opts())  # fmt: skip
+    assert fp["model"] == loaded != model_identity(path)

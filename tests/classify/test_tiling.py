@@ -11,12 +11,12 @@ from geopsp.classify.blending import Blender, blocks_from_stream
 from geopsp.classify.tiling import (
     WEIGHT_FLOOR,
     TileGrid,
-    axis_starts,
     default_block,
     jump_bound,
     taper,
     tile_weights,
 )
+from geopsp.core.windows import offsets
 
 sizes = st.integers(min_value=1, max_value=5000)
 tiles = st.sampled_from([32, 64, 100, 128, 256, 512])
@@ -37,9 +37,9 @@ def test_grid_covers_every_pixel_named_sizes(h, w):
 
 @settings(max_examples=200, deadline=None)
 @given(length=sizes, tile=tiles, frac=st.floats(0, 0.49))
-def test_axis_starts_cover_and_overlap(length, tile, frac):
+def test_tile_starts_cover_and_overlap(length, tile, frac):
     overlap = int(tile * frac)
-    starts = axis_starts(length, tile, overlap)
+    starts = offsets(length, tile, tile - overlap, "spread")
     assert starts[0] == 0
     assert starts == sorted(set(starts))
     if length <= tile:
@@ -153,7 +153,9 @@ def test_invalid_grid_arguments():
     with pytest.raises(ValueError, match="at least the tile"):
         TileGrid(100, 100, 1024, 32, 512)
     with pytest.raises(ValueError):
-        axis_starts(0, 64, 8)
+        offsets(0, 64, 56, "spread")
+    with pytest.raises(ValueError, match="half the tile"):
+        TileGrid(100, 100, 64, -1, 1024)
     assert default_block(512) == 1024 and default_block(1500) == 1536
 
 

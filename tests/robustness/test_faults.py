@@ -105,15 +105,15 @@ def test_export_chips_interrupted(sig, workers, big_image, big_labels, tmp_path)
 
 
 @pytest.mark.parametrize(
-    ("sig", "workers"),
+    ("sig", "threads"),
     [(signal.SIGINT, 0), (signal.SIGKILL, 0), (signal.SIGINT, 2)],
-    ids=["SIGINT", "SIGKILL", "SIGINT-workers"],
+    ids=["SIGINT", "SIGKILL", "SIGINT-read-threads"],
 )
-def test_classify_interrupted(sig, workers, big_image, models, tmp_path):
+def test_classify_interrupted(sig, threads, big_image, models, tmp_path):
     out = tmp_path / "classes.tif"
     proc = start("classify", big_image, "-m", models["ok"], "-o", out, "--device", "cpu",
                  "--tile-size", "64", "--overlap", "8", "--batch-size", "1",
-                 "--workers", workers)  # fmt: skip
+                 "--read-threads", threads)  # fmt: skip
     wait_for(proc, lambda: bool(temps(tmp_path)))
     time.sleep(0.5)
     assert_interrupted(*interrupt(proc, sig), sig)

@@ -106,3 +106,51 @@ def test_threads_option_sets_the_model_threads(image, models, tmp_path):
         torch.set_num_threads(before)
     r = invoke("classify", image, "-m", models["ok"], "-o", tmp_path / "d.tif", "--threads", "0")
     assert r.exit_code == 2 and "--threads" in r.output
+
+
+def test_resume_does_not_skip_an_output_made_with_other_options(image, models, tmp_path):
+    out = tmp_path / "classes.tif"
+    assert invoke("classify", image, "-m", models["ok"], "-o", out, *GRID).exit_code == 0
+    before = out.read_bytes()
+    r = invoke("classify", image, "-m", models["ok"], "-o", out, *GRID, "--blend", "linear",
+               "--resume")  # fmt: skip
+    assert_clean_error(r, 1, "classes.tif exists but was made with blend = 'cosine'", "'linear'",
+                       "--overwrite")  # fmt: skip
+    assert out.read_bytes() == before
+
+
+def test_resume_does_not_skip_an_output_made_by_another_model(image, models, tmp_path):
+    other = tmp_path / "other.safetensors"
+    from model_files import write_model_file
+
+    from .conftest import CLASSES
+
+    write_model_file(other, CLASSES, chip_size=48)  # other weights' metadata, same bands
+    out = tmp_path / "classes.tif"
+    assert invoke("classify", image, "-m", other, "-o", out, *GRID).exit_code == 0
+    r = invoke("classify", image, "-m", models["ok"], "-o", out, *GRID, "--resume")
+    assert_clean_error(r, 1, "classes.tif exists but was made with model = ", "--overwrite")
+
+
+def test_resume_does_not_skip_an_output_missing_its_companions(image, models, tmp_path):
+    out, probs, conf = tmp_path / "classes.tif", tmp_path / "probs.tif", tmp_path / "conf.tif"
+    assert invoke("classify", image, "-m", models["ok"], "-o", out, *GRID).exit_code == 0
+    r = invoke("classify", image, "-m", models["ok"], "-o", out, *GRID, "--probabilities", probs,
+               "--resume")  # fmt: skip
+    assert_clean_error(r, 1, "--probabilities output", "probs.tif does not", "--overwrite")
+    assert not probs.exists()
+    # Made with --confidence, asked again with --confidence and --probabilities: the same
+    # blocks, but an output is missing.
+    assert invoke("classify", image, "-m", models["ok"], "-o", out, *GRID, "--confidence", conf,
+                  "--overwrite").exit_code == 0  # fmt: skip
+    r = invoke("classify", image, "-m", models["ok"], "-o", out, *GRID, "--confidence", conf,
+               "--probabilities", probs, "--resume")  # fmt: skip
+    assert_clean_error(r, 1, "--probabilities output", "probs.tif does not", "--overwrite")
+    # With its companion made by the same run, the output set is complete and skipped.
+    assert invoke("classify", image, "-m", models["ok"], "-o", out, *GRID, "--probabilities",
+                  probs, "--overwrite").exit_code == 0  # fmt: skip
+    before = out.stat().st_mtime_ns
+    r = loud("classify", image, "-m", models["ok"], "-o", out, *GRID, "--probabilities", probs,
+             "--resume")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "classes.tif exists; skipped" in r.output and out.stat().st_mtime_ns == before
