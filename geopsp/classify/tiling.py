@@ -64,6 +64,12 @@ def taper(size: int, overlap: int, start: bool, end: bool, kind: str = "cosine")
 
 
 @lru_cache(maxsize=64)
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Tile starts along one axis of classify's grid: spread evenly, the last tile ending on
+    the raster edge (also laid by the ArcGIS raster function, so its blocks join classify's)."""
+    return offsets(length, tile, tile - overlap, "spread")
+
+
 def _weights_cached(size: int, overlap: int, edges: tuple[bool, bool, bool, bool], kind: str):
     top, bottom, left, right = edges
     w = np.outer(taper(size, overlap, top, bottom, kind), taper(size, overlap, left, right, kind))
@@ -129,10 +135,8 @@ class TileGrid:
             raise ValueError(f"block {block} must be at least the tile size {tile}")
         self.height, self.width = int(height), int(width)
         self.tile, self.overlap, self.block = int(tile), int(overlap), int(block)
-        # Tile starts spread evenly: the last tile ends on the raster edge.
-        step = self.tile - self.overlap
-        self.rows = offsets(self.height, self.tile, step, "spread")
-        self.cols = offsets(self.width, self.tile, step, "spread")
+        self.rows = tile_starts(self.height, self.tile, self.overlap)
+        self.cols = tile_starts(self.width, self.tile, self.overlap)
         self.block_rows = math.ceil(self.height / self.block)
         self.block_cols = math.ceil(self.width / self.block)
         rows = np.asarray(self.rows)

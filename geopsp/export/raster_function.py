@@ -177,13 +177,13 @@ class GeopspClassifier:
         origin : (row, col, raster height, raster width)
             From :func:`block_origin`.
         """
-        from geopsp.classify.tiling import axis_starts, tile_weights
+        from geopsp.classify.tiling import tile_starts, tile_weights
         from geopsp.core.normalize import normalize
 
         t, p = self.tile, (pixels.shape[1] - size[0]) // 2
         row0, col0, height, width = origin
         x = normalize(pixels, self.predictor.mean, self.predictor.std, valid)
-        starts = [axis_starts(n, t, self.overlap) for n in (height, width)]
+        starts = [tile_starts(n, t, self.overlap) for n in (height, width)]
         near = [  # tiles of the raster's grid that touch the block, by axis
             [(k, s) for k, s in enumerate(axis) if o - t < s < o + n]
             for axis, o, n in zip(starts, (row0, col0), size, strict=True)

@@ -7,17 +7,8 @@ import copy
 from torch import nn
 
 from geopsp.core.errors import UsageError
-from geopsp.models.pointrend import DEFAULT_POINTREND, point_labels
+from geopsp.models.pointrend import DEFAULT_POINTREND
 from geopsp.models.pspnet import PSPNet
-
-__all__ = [
-    "AUX_WEIGHT",
-    "DEFAULT_ARCH",
-    "PSPNet",
-    "build_model",
-    "point_labels",
-    "resolve_arch",
-]
 
 AUX_WEIGHT = 0.4  # weight of the auxiliary stage-3 loss, as in the PSPNet paper
 
