@@ -113,8 +113,8 @@ class Case:
             self.aux_weight = 0.0
         self.model.train()
         accel = Accel.for_device(torch.device("cpu"), None)
-        opt, scaler, crit = make_optimizer("adamw", self.model, 1e-4), accel.scaler(), None
-        crit = make_criterion("ce")
+        opt, scaler = make_optimizer("adamw", self.model, 1e-4), accel.scaler()
+        crit = make_criterion("ce")  # the defaults of geopsp train: AdamW, cross-entropy
         x = torch.randn(batch, 3, size, size)
         y = torch.randint(0, NUM_CLASSES, (batch, size, size))
         x, y = accel.to_device(x, y)
