@@ -36,6 +36,7 @@ bench: install
 	$(BIN)/python bench/export_chips.py
 	$(BIN)/python bench/model.py
 	$(BIN)/python bench/train.py
+	$(BIN)/python bench/train_step.py
 	$(BIN)/python bench/classify.py
 	$(BIN)/python bench/classify_resume.py
 

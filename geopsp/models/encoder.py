@@ -94,7 +94,7 @@ def build_encoder(
         raise
     _check_features(encoder, backbone, output_stride)
     if weights is not None and not pretrained:
-        load_encoder_weights(encoder, weights)
+        load_encoder_weights(encoder, weights, backbone)
     return encoder
 
 
@@ -111,6 +111,9 @@ def _check_features(encoder: nn.Module, backbone: str, output_stride: int) -> No
         )
 
 
+WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")  # checkpoints that wrap the weights
+
+
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise InputError(f"encoder weights {path}: no such file; use --encoder-weights none")
@@ -123,11 +126,21 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             # weights_only: a weights file must never run code when loaded.
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
+        if "Unsupported global" in str(exc):  # a pickle of objects torch.load refuses to run
+            raise InputError(
+                f"encoder weights {path} hold Python objects besides tensors, which are not "
+                "loaded for safety; save the state dict alone: "
+                "torch.save(model.state_dict(), 'weights.pth')"
+            ) from exc
         raise InputError(f"cannot read encoder weights {path}: {exc}".splitlines()[0]) from exc
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
+    for key in WRAPPER_KEYS:  # timm/Lightning ("state_dict"), torchvision references ("model")
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+            break
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise InputError(f"encoder weights {path}: not a state dict of tensors")
+    if sd and all(k.startswith("module.") for k in sd):  # saved from a DDP-wrapped model
+        sd = {k.removeprefix("module."): v for k, v in sd.items()}
     return sd
 
 
@@ -141,47 +154,93 @@ def _adapt_in_channels(weight: torch.Tensor, new_in: int) -> torch.Tensor:
     return weight[:, idx] * (old_in / new_in)
 
 
-def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
-    """Load an encoder state dict from ``path`` into ``encoder``.
-
-    Accepts a bare encoder state dict, a whole smp model's (``encoder.`` prefix), a
-    torchvision classifier's (``fc.*`` ignored) or a timm model's for a ``tu-`` backbone. A first convolution made for another band
-    count is adapted (summed for 1 band, repeated and rescaled otherwise).
-    """
-    path = Path(path)
-    sd = _read_state_dict(path)
-    own = encoder.state_dict()
+def _match_keys(sd: dict, own: dict) -> dict:
+    """Rename ``sd``'s keys to the encoder's: strip a whole model's ``encoder.`` prefix (smp or
+    a geopsp model file), add timm's ``model.`` prefix for a ``tu-`` encoder."""
     if not any(k in own for k in sd) and any(k.startswith("encoder.") for k in sd):
         sd = {k[len("encoder.") :]: v for k, v in sd.items() if k.startswith("encoder.")}
     if not any(k in own for k in sd) and any(f"model.{k}" in own for k in sd):
-        sd = {f"model.{k}": v for k, v in sd.items()}  # a plain timm checkpoint for a tu- encoder
-    # A classifier's head (torchvision "fc.*") is expected; anything else means another network.
-    heads = ("fc.", "classifier.", "head.")
-    extra = [k for k in sd if k not in own and not k.removeprefix("model.").startswith(heads)]
-    if extra:
+        sd = {f"model.{k}": v for k, v in sd.items()}  # a plain timm/torchvision checkpoint
+    return sd
+
+
+# Classifier heads that smp's encoders drop (torchvision/timm "fc", "classifier", "head",
+# Cadene's "last_linear", efficientnet-pytorch's "_fc").
+HEADS = ("fc.", "classifier.", "head.", "last_linear.", "_fc.")
+
+
+def _classifier_keys(backbone: str) -> set[str]:
+    """Keys of a ``tu-`` backbone's whole timm classifier that its feature encoder lacks (the
+    head after the last stage: ``conv_head``, ``bn2``, ``fc``...), as the encoder names them."""
+    if not backbone.startswith("tu-"):
+        return set()
+    import timm
+
+    try:
+        with torch.device("meta"):  # names only: no memory, no initialisation cost
+            full = timm.create_model(backbone[3:], pretrained=False)
+    except Exception:  # noqa: BLE001 - an unusual timm model: fall back to the name prefixes
+        return set()
+    return {f"model.{k}" for k in full.state_dict()}
+
+
+def _examples_of(keys: list[str], n: int = 2) -> str:
+    # Weights say more about the network than BatchNorm step counters.
+    shown = sorted(keys, key=lambda k: k.endswith("num_batches_tracked"))[:n]
+    return ", ".join(shown) + (", ..." if len(keys) > n else "")
+
+
+def load_encoder_weights(encoder: nn.Module, path: str | Path, backbone: str = "") -> None:
+    """Load an encoder state dict from ``path`` (``.pth`` or ``.safetensors``) into ``encoder``.
+
+    Accepts a bare encoder state dict; a torchvision or timm classifier's (its head, ``fc.*``,
+    ``classifier.*`` or ``head.*``, is ignored; torchvision and timm ResNets share key names,
+    so either fits both ``resnet18`` and ``tu-resnet18``); a whole smp model's or a geopsp
+    model file's (``encoder.`` prefix); a checkpoint wrapping one of these under
+    ``state_dict``, ``model`` or ``model_state_dict``, with or without DDP's ``module.``
+    prefix. A first convolution made for another band count is adapted (summed for 1 band,
+    repeated and rescaled otherwise).
+
+    Raises
+    ------
+    InputError
+        Unreadable file, or one whose tensors do not fit the encoder: one line with the counts
+        and examples of missing and unexpected tensor names (or the first shape mismatch).
+    """
+    path = Path(path)
+    own = encoder.state_dict()
+    sd = _match_keys(_read_state_dict(path), own)
+    # A classifier's head is expected; anything else means another network.
+    head = _classifier_keys(backbone)
+    extra = [
+        k
+        for k in sd
+        if k not in own and k not in head and not k.removeprefix("model.").startswith(HEADS)
+    ]
+    # BatchNorm step counters are not weights: some exports leave them out.
+    missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
+    name = backbone or type(encoder).__name__
+    if extra or missing:
+        parts = (
+            [f"{len(missing)} tensors missing (e.g. {_examples_of(missing)})"] if missing else []
+        )
+        if extra:
+            parts.append(f"{len(extra)} unexpected tensors (e.g. {_examples_of(extra)})")
         raise InputError(
-            f"encoder weights {path}: {len(extra)} unexpected tensors (e.g. {extra[0]}); "
-            "are they for another backbone?"
+            f"encoder weights {path} do not fit the {name} encoder: {'; '.join(parts)}; "
+            "are they for another --backbone?"
         )
     fixed = {}
-    for k, v in sd.items():
-        if k not in own:
-            continue
-        target = own[k]
+    for k, target in own.items():
+        v = sd.get(k, target)
         same_but_bands = v.ndim == 4 and v.shape[0] == target.shape[0]
         if v.shape != target.shape and same_but_bands and v.shape[2:] == target.shape[2:]:
             v = _adapt_in_channels(v, target.shape[1])
         if v.shape != target.shape:
             raise InputError(
-                f"encoder weights {path}: {k} has shape {tuple(v.shape)}, the {type(encoder).__name__} "
-                f"expects {tuple(target.shape)}; are they for another backbone?"
+                f"encoder weights {path}: {k} has shape {tuple(v.shape)}, the {name} encoder "
+                f"expects {tuple(target.shape)}; are they for another --backbone?"
             )
         fixed[k] = v
-    missing = [k for k in own if k not in fixed]
-    if missing:
-        raise InputError(
-            f"encoder weights {path}: {len(missing)} tensors missing (e.g. {missing[0]}); "
-            "are they for another backbone?"
-        )
     encoder.load_state_dict(fixed, strict=True)
     log.info("loaded encoder weights from %s", path)

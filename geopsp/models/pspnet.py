@@ -155,7 +155,7 @@ class PSPNet(nn.Module):
             return _up(coarse, size)
         out: dict[str, torch.Tensor | None] = {
             "logits": _up(coarse, size),
-            "aux": _up(self.aux_head(feats[4]), size),
+            "aux": None if self.aux_head is None else _up(self.aux_head(feats[4]), size),
             "point_logits": None,
             "point_coords": None,
         }

@@ -230,7 +230,7 @@ def test_encoder_weights_errors(tmp_path):
     other = build_model(arch(backbone="resnet34")).encoder.state_dict()
     path = tmp_path / "r34.safetensors"
     save_file({k: v.contiguous() for k, v in other.items()}, str(path))
-    with pytest.raises(InputError, match="another backbone"):
+    with pytest.raises(InputError, match="another --backbone"):
         build_model(arch(), encoder_weights=str(path))
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")

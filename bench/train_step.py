@@ -1,0 +1,326 @@
+"""Training-step benchmark: how close does a full training step come to the machine's limit?
+
+For each configuration and chip size, one training step (forward, loss, backward, optimizer;
+``geopsp.train.loop.train_step`` on a batch already in memory) is timed and its FLOPs are
+counted with ``torch.utils.flop_counter.FlopCounterMode`` on the same step. The achieved
+GFLOP/s is compared with a ceiling measured in the same run at the same thread count: a
+2048x2048 matmul and a 3x3 convolution (8x128x64x64, 128 -> 128 channels) forward + backward,
+whichever is faster. Timings alternate between configurations (and, with ``--baseline-tree``,
+between two source trees) round by round, so the noise of a shared machine hits all of them
+alike; the ceiling is measured just before and just after each step and averaged, and the
+medians over rounds are reported. Each time is taken both by wall clock and by CPU time of
+the process: with one thread (the default) CPU time leaves out the time the step spent
+descheduled while other programs ran, so on a busy machine it is the steadier measure.
+
+``--baseline-tree DIR`` also measures the geopsp package found in ``DIR`` (for example an
+older commit unpacked with ``git archive``) in a second process, round by round alternating
+with this tree, and reports its step time and ratio beside this tree's.
+
+Usage::
+
+    python bench/train_step.py                                   # 1 thread, all configs, 128 + 256 px
+    python bench/train_step.py --configs default --sizes 256 --rounds 5 --baseline-tree /tmp/old
+    python bench/train_step.py --profile default --sizes 128      # per-op table of one step
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+CONFIGS: dict[str, dict] = {
+    "default": {},
+    "os16": {"output_stride": 16},
+    "upsample": {"decoder": "upsample"},
+    "no-pointrend": {"pointrend": False},
+    "no-aux": {"aux": False},
+    "cheap": {"output_stride": 16, "decoder": "upsample", "pointrend": False},
+}
+NUM_CLASSES = 2
+
+
+def _clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def _timed(fn, repeats: int = 1) -> tuple[float, float]:
+    """Wall and CPU seconds of one call of ``fn`` (mean of ``repeats``)."""
+    w0, c0 = _clocks()
+    for _ in range(repeats):
+        fn()
+    w1, c1 = _clocks()
+    return (w1 - w0) / repeats, (c1 - c0) / repeats
+
+
+class Ceiling:
+    """The machine's rate on the two kernels a training step is made of."""
+
+    def __init__(self) -> None:
+        self.a, self.b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+        self.conv = torch.nn.Conv2d(128, 128, 3, padding=1, bias=False)
+        self.x = torch.randn(8, 128, 64, 64, requires_grad=True)
+        self.flops = {}
+        for name, fn in self.kernels().items():
+            fn()  # warm-up
+            with FlopCounterMode(display=False) as fc:
+                fn()
+            self.flops[name] = fc.get_total_flops()
+
+    def _conv_step(self) -> None:
+        y = self.conv(self.x)
+        y.backward(torch.ones_like(y))
+
+    def kernels(self) -> dict:
+        return {"matmul": lambda: self.a @ self.b, "conv3x3": self._conv_step}
+
+    def measure(self) -> dict[str, float]:
+        """GFLOP/s of each kernel by wall clock and by CPU time (``cpu_`` keys)."""
+        out = {}
+        for name, fn in self.kernels().items():
+            wall, cpu = _timed(fn, 2)
+            out[name], out[f"cpu_{name}"] = (
+                self.flops[name] / wall / 1e9,
+                self.flops[name] / cpu / 1e9,
+            )
+        return out
+
+
+class Case:
+    """A model, optimizer and batch for one (configuration, chip size, batch size)."""
+
+    def __init__(self, config: str, size: int, batch: int) -> None:
+        from geopsp.models import AUX_WEIGHT, build_model
+        from geopsp.train.loop import Accel, train_step
+        from geopsp.train.losses import make_criterion
+        from geopsp.train.optim import make_optimizer
+
+        torch.manual_seed(0)
+        arch = {k: v for k, v in CONFIGS[config].items() if k != "aux"}
+        arch.update(backbone="resnet18", in_channels=3, num_classes=NUM_CLASSES)
+        self.model = build_model(arch)
+        self.aux_weight = AUX_WEIGHT
+        if not CONFIGS[config].get("aux", True):
+            self.model.aux_head = None  # the network without its training-only aux head
+            self.aux_weight = 0.0
+        self.model.train()
+        accel = Accel.for_device(torch.device("cpu"), None)
+        opt, scaler = make_optimizer("adamw", self.model, 1e-4), accel.scaler()
+        crit = make_criterion("ce")  # the defaults of geopsp train: AdamW, cross-entropy
+        x = torch.randn(batch, 3, size, size)
+        y = torch.randint(0, NUM_CLASSES, (batch, size, size))
+        x, y = accel.to_device(x, y)
+
+        def step() -> None:
+            train_step(self.model, opt, scaler, x, y, crit, None, accel, self.aux_weight)
+
+        self.step = step
+        step()  # warm-up: allocator, optimizer state, first-call overheads
+        with FlopCounterMode(display=False) as fc:
+            step()
+        self.flops = fc.get_total_flops()
+
+    def time(self, steps: int) -> tuple[float, float]:
+        return _timed(self.step, steps)
+
+
+class Local:
+    """Measurements of the geopsp importable here (this tree, or the baseline in a worker)."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch, self.cases, self.ceiling = batch, {}, Ceiling()
+
+    def measure(self, config: str, size: int, steps: int) -> dict:
+        key = (config, size)
+        if key not in self.cases:
+            self.cases[key] = Case(config, size, self.batch)
+        case = self.cases[key]
+        # The ceiling is measured just before and just after the step and averaged, so that
+        # both see the same load on a shared machine.
+        before = self.ceiling.measure()
+        wall, cpu = case.time(steps)
+        after = self.ceiling.measure()
+        ceil = {k: (before[k] + after[k]) / 2 for k in before}
+        return {"seconds": wall, "cpu_seconds": cpu, "gflop": case.flops / 1e9, **ceil}
+
+    def drop(self, config: str, size: int) -> None:
+        self.cases.pop((config, size), None)
+
+
+class Remote:
+    """The same measurements run by a worker process on another source tree."""
+
+    def __init__(self, tree: Path, args: argparse.Namespace) -> None:
+        env = dict(os.environ, PYTHONPATH=str(tree))
+        cmd = [sys.executable, __file__, "--serve", "--threads", str(args.threads)]
+        cmd += ["--batch-size", str(args.batch_size)]
+        self.proc = subprocess.Popen(
+            cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+
+    def _ask(self, msg: dict) -> dict:
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit("the baseline worker stopped; see its error above")
+        return json.loads(line)
+
+    def measure(self, config: str, size: int, steps: int) -> dict:
+        return self._ask({"op": "measure", "config": config, "size": size, "steps": steps})
+
+    def drop(self, config: str, size: int) -> None:
+        self._ask({"op": "drop", "config": config, "size": size})
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def serve(args: argparse.Namespace) -> None:
+    local = Local(args.batch_size)
+    for line in sys.stdin:
+        msg = json.loads(line)
+        if msg["op"] == "measure":
+            out = local.measure(msg["config"], msg["size"], msg["steps"])
+        else:
+            local.drop(msg["config"], msg["size"])
+            out = {}
+        print(json.dumps(out), flush=True)
+
+
+def summarise(samples: list[dict]) -> dict:
+    """Medians over rounds; ratios are taken per round, against that round's ceiling (the
+    faster of the two kernels), by wall clock and by CPU time."""
+    gflop = samples[0]["gflop"]
+    med = lambda key, rows: statistics.median(r[key] for r in rows)  # noqa: E731
+    out: dict = {"gflop_per_step": round(gflop, 1)}
+    for clock, pre in (("wall", ""), ("cpu", "cpu_")):
+        sec = "seconds" if clock == "wall" else "cpu_seconds"
+        rows = [
+            {
+                "rate": gflop / s[sec],
+                "ratio": gflop / s[sec] / max(s[f"{pre}matmul"], s[f"{pre}conv3x3"]),
+                "ratio_conv": gflop / s[sec] / s[f"{pre}conv3x3"],
+            }
+            for s in samples
+        ]
+        out[clock] = {
+            "step_s": round(med(sec, samples), 3),
+            "gflop_per_s": round(med("rate", rows), 1),
+            "ceiling_matmul": round(med(f"{pre}matmul", samples), 1),
+            "ceiling_conv3x3": round(med(f"{pre}conv3x3", samples), 1),
+            "ratio": round(med("ratio", rows), 3),
+            "ratio_vs_conv3x3": round(med("ratio_conv", rows), 3),
+            "step_s_rounds": [round(s[sec], 3) for s in samples],
+        }
+    return out
+
+
+def profile(args: argparse.Namespace) -> None:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    case = Case(args.profile, args.sizes[0], args.batch_size)
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        case.step()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
+
+
+def run(args: argparse.Namespace) -> dict:
+    trees: dict[str, Local | Remote] = {"this": Local(args.batch_size)}
+    if args.baseline_tree:
+        trees["baseline"] = Remote(args.baseline_tree, args)
+    results: dict = {"threads": torch.get_num_threads(), "batch_size": args.batch_size}
+    try:
+        for size in args.sizes:
+            samples: dict = {(t, c): [] for t in trees for c in args.configs}
+            for _ in range(args.rounds):
+                for config in args.configs:
+                    for tree, m in trees.items():
+                        samples[tree, config].append(m.measure(config, size, args.steps))
+            for (tree, config), rows in samples.items():
+                results.setdefault(tree, {}).setdefault(config, {})[size] = summarise(rows)
+            for config in args.configs:  # free this size's activations before the next one
+                for m in trees.values():
+                    m.drop(config, size)
+    finally:
+        if "baseline" in trees:
+            trees["baseline"].close()
+    if "baseline" in trees:
+        for config in args.configs:
+            for size in args.sizes:
+                new, old = results["this"][config][size], results["baseline"][config][size]
+                results.setdefault("speedup", {}).setdefault(config, {})[size] = {
+                    clock: round(
+                        statistics.median(
+                            o / n
+                            for o, n in zip(
+                                old[clock]["step_s_rounds"],
+                                new[clock]["step_s_rounds"],
+                                strict=True,
+                            )
+                        ),
+                        3,
+                    )
+                    for clock in ("wall", "cpu")
+                }
+    return results
+
+
+def table(results: dict) -> str:
+    """A Markdown table of the results (the JSON holds every round)."""
+    head = "| tree | config | chip | GFLOP/step | step s (CPU) | GFLOP/s (CPU) | ceiling (CPU) | ratio (CPU) | ratio (wall) | speedup (CPU) |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for tree in ("this", "baseline"):
+        for config, by in results.get(tree, {}).items():
+            for size, r in by.items():
+                c, w = r["cpu"], r["wall"]
+                ceil = max(c["ceiling_matmul"], c["ceiling_conv3x3"])
+                sp = results.get("speedup", {}).get(config, {}).get(size, {}).get("cpu", "")
+                sp = sp if tree == "this" else ""
+                lines.append(
+                    f"| {tree} | {config} | {size} | {r['gflop_per_step']} | {c['step_s']} | "
+                    f"{c['gflop_per_s']} | {ceil} | {c['ratio']} | {w['ratio']} | {sp} |"
+                )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    ap.add_argument("--sizes", nargs="+", type=int, default=[128, 256])
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=1, help="training steps per measurement")
+    ap.add_argument("--baseline-tree", type=Path, help="also measure geopsp from this tree")
+    ap.add_argument("--profile", choices=list(CONFIGS), help="print a per-op table instead")
+    ap.add_argument("--rows", type=int, default=30, help="rows of the --profile table")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.serve:
+        return serve(args)
+    if args.profile:
+        return profile(args)
+    out = run(args)
+    print(json.dumps(out, indent=2))
+    print(table(out))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
