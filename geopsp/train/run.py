@@ -8,8 +8,10 @@ and ``config.yaml``; see docs/train.md.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +21,8 @@ import torch
 
 from geopsp.core.classes import to_dicts
 from geopsp.core.errors import ResourceError, UsageError
-from geopsp.core.runtime import Runtime, barrier, setup, teardown
+from geopsp.core.runtime import Runtime, barrier, broadcast_float, setup, teardown
+from geopsp.train.budget import BudgetedLoader, Plan, TimeBudget, format_duration
 from geopsp.train.config import TrainConfig, resolve, saved_options
 from geopsp.train.outputs import check_output, clean, model_metadata
 from geopsp.train.setup import Session, build_session, seed_everything
@@ -56,6 +59,9 @@ class TrainResult:
     world_size: int
     amp: str
     batch_size: int
+    steps: int = 0  # optimizer steps trained (earlier processes of a resumed run included)
+    elapsed: float = 0.0  # seconds of training, earlier processes included
+    time_limit: float | None = None
     history: list[dict] = field(default_factory=list)
     per_class: list[dict] = field(default_factory=list)
     best_metrics: dict = field(default_factory=dict)
@@ -74,6 +80,7 @@ def train(
     progress: bool = False,
     on_epoch: Callable[[dict], None] | None = None,
     on_start: Callable[[dict], None] | None = None,
+    started: float | None = None,
 ) -> TrainResult:
     """Train a PSPNet on one or more chip folders.
 
@@ -90,7 +97,10 @@ def train(
     on_start : callable, optional
         Called on rank 0 before the first epoch with the resolved run: ``device``, ``amp``,
         ``world_size``, ``batch_size``, ``lr``, ``lr_auto``, ``epochs``, ``train_chips``,
-        ``val_chips``, ``start_epoch``.
+        ``val_chips``, ``start_epoch``, ``time_limit`` (seconds or None).
+    started : float, optional
+        :func:`time.monotonic` time the run's clock (and ``time_limit``) counts from, e.g. when
+        the command started; default: now.
 
     Returns
     -------
@@ -103,6 +113,7 @@ def train(
     """
     from geopsp.train.checkpoints import load_checkpoint
 
+    started = time.monotonic() if started is None else started  # --time-limit counts from here
     ckpt = load_checkpoint(config.resume) if config.resume else None
     cfg = resolve(config, ckpt["options"] if ckpt else None)
     out, in_place = check_output(cfg)
@@ -128,7 +139,8 @@ def train(
                 for name in OUTPUT_FILES:
                     (out / name).unlink(missing_ok=True)
         barrier(rt)
-        result = _fit(cfg, s, rt, out, on_epoch, on_start, progress)
+        clock = TimeBudget(cfg.time_limit, s.state.elapsed, start=started, prior=s.state.costs)
+        result = _fit(cfg, s, rt, out, clock, (on_epoch, on_start), progress)
         finished = result.epochs_run
         return result
     except _OOM as exc:
@@ -149,11 +161,12 @@ def _amp_name(s: Session) -> str:
     return str(s.accel.amp_dtype).replace("torch.", "") if s.accel.amp else "off"
 
 
-def _fit(cfg, s: Session, rt: Runtime, out: Path, on_epoch, on_start, progress) -> TrainResult:
-    """Train from the session's state to ``cfg.epochs`` (or early stopping), writing the
-    outputs after every epoch on rank 0."""
+def _fit(cfg, s: Session, rt: Runtime, out: Path, clock: TimeBudget, calls, progress):
+    """Train from the session's state to ``cfg.epochs``, early stopping or the end of the
+    time limit's planned steps, writing the outputs after every epoch on rank 0."""
     from geopsp.train.outputs import write_config
 
+    on_epoch, on_start = calls
     st = s.state
     if rt.is_main:
         write_config(out / "config.yaml", clean(saved_options(cfg, s.lr)))
@@ -162,18 +175,27 @@ def _fit(cfg, s: Session, rt: Runtime, out: Path, on_epoch, on_start, progress) 
         raise UsageError(
             f"the checkpoint has already finished {st.epoch} epoch(s); raise --epochs to train more"
         )
+    plan = _plan(cfg, s, rt, clock, epochs)
     if rt.is_main and on_start is not None:
-        on_start(_start_info(s, rt, epochs))
+        on_start(_start_info(s, rt, epochs, cfg.time_limit))
     best_weights = None
     stopped = False
     for epoch in range(st.epoch + 1, epochs + 1):
-        row, weights = _run_epoch(cfg, s, rt, epoch, epochs, progress)
+        done = int(s.scheduler.last_epoch)
+        loader = None if plan is None else BudgetedLoader(s.data.train_loader, plan, done, epoch)
+        row, weights = _run_epoch(cfg, s, rt, epoch, epochs, progress, clock, loader)
         best_weights = weights if weights is not None else best_weights
         if rt.is_main:
-            _write_epoch(cfg, s, out, bool(row["best"]))
+            t0 = time.monotonic()
+            _write_epoch(cfg, s, out, bool(row["best"]), clock)
+            clock.outputs_s = time.monotonic() - t0
             if on_epoch is not None:
                 on_epoch(dict(row))
         barrier(rt)
+        if plan is not None and plan.refit(int(s.scheduler.last_epoch), epoch + 1, 0) <= int(
+            s.scheduler.last_epoch
+        ):
+            break  # the time limit's planned steps are done
         if cfg.patience and st.bad_epochs >= cfg.patience and epoch < epochs:
             stopped = True
             log.info(
@@ -182,10 +204,37 @@ def _fit(cfg, s: Session, rt: Runtime, out: Path, on_epoch, on_start, progress) 
             break
     if rt.is_main:
         _write_preview(s, out, best_weights)
-    return _result(cfg, s, rt, out, stopped)
+    return _result(cfg, s, rt, out, stopped, clock)
 
 
-def _start_info(s: Session, rt: Runtime, epochs: int) -> dict:
+def _plan(cfg, s: Session, rt: Runtime, clock: TimeBudget, epochs: int) -> Plan | None:
+    """With ``--time-limit``: the step plan, after timing one validation batch (so even a
+    budget shorter than one epoch knows what its closing validation costs)."""
+    from geopsp.train.loop import validate
+
+    if cfg.time_limit is None:
+        return None
+    if clock.remaining() <= 0:
+        raise UsageError(
+            f"the run has already spent {format_duration(clock.elapsed())} of its "
+            f"{format_duration(clock.limit)} --time-limit; give a larger --time-limit to train more"
+        )
+    from geopsp.train.outputs import warm_up_plots
+
+    if rt.is_main:
+        warm_up_plots()
+    t0 = time.monotonic()
+    batch = itertools.islice(s.data.val_loader, 1)
+    validate(s.plain, batch, s.criterion, len(s.classes), s.accel, rt)
+    clock.val_batch_s = broadcast_float(time.monotonic() - t0, rt)
+    agree = lambda x: broadcast_float(x, rt)  # noqa: E731
+    plan = Plan(clock, s.state, len(s.data.train_loader), len(s.data.val_loader), epochs, agree)
+    if clock.step_cost() is not None:  # a resumed run: plan from the checkpoint's costs
+        plan.refit(int(s.scheduler.last_epoch), s.state.epoch + 1, 0)
+    return plan
+
+
+def _start_info(s: Session, rt: Runtime, epochs: int, time_limit: float | None) -> dict:
     """What ``on_start`` gets: the resolved run."""
     return {
         "device": str(rt.device),
@@ -198,11 +247,13 @@ def _start_info(s: Session, rt: Runtime, epochs: int) -> dict:
         "start_epoch": s.state.epoch + 1,
         "train_chips": len(s.data.train_set),
         "val_chips": len(s.data.val_set),
+        "time_limit": time_limit,
     }
 
 
-def _run_epoch(cfg, s: Session, rt: Runtime, epoch: int, epochs: int, progress: bool):
-    """Train and validate one epoch and record it in the state.
+def _run_epoch(cfg, s: Session, rt, epoch: int, epochs: int, progress, clock, loader=None):
+    """Train (on ``loader``, by default the whole training loader) and validate one epoch and
+    record it in the state.
 
     Returns the epoch's ``metrics.csv`` row and, when it is the best so far, a CPU copy of
     its weights (else None).
@@ -214,10 +265,12 @@ def _run_epoch(cfg, s: Session, rt: Runtime, epoch: int, epochs: int, progress: 
     seed_everything(cfg.seed, epoch, rt.rank)
     s.data.train_sampler.set_epoch(epoch)
     tr = run_epoch(
-        s.model, s.data.train_loader, s.optimizer, s.scheduler, s.scaler, s.criterion, s.weight,
+        s.model, s.data.train_loader if loader is None else loader, s.optimizer, s.scheduler, s.scaler, s.criterion, s.weight,
         s.accel, AUX_WEIGHT, rt, f"epoch {epoch}/{epochs}", progress,
     )  # fmt: skip
+    t0 = time.monotonic()
     va = validate(s.plain, s.data.val_loader, s.criterion, len(s.classes), s.accel, rt)
+    clock.val_s = time.monotonic() - t0
     score = va["miou"] if cfg.monitor == "miou" else va["val_loss"]
     is_best = _better(score, s.state.best_score, cfg.monitor)
     summary = {k: va[k] for k in ("val_loss", "pixel_accuracy", "miou", "kappa")}
@@ -228,6 +281,9 @@ def _run_epoch(cfg, s: Session, rt: Runtime, epoch: int, epochs: int, progress: 
         "lr": s.optimizer.param_groups[0]["lr"],
         "seconds": round(tr["seconds"], 3),
         "chips_per_s": round(tr["chips"] / max(tr["seconds"], 1e-9), 3),
+        "val_seconds": round(clock.val_s, 3),
+        "steps": int(s.scheduler.last_epoch),
+        "elapsed": round(clock.elapsed(), 3),
         "best": is_best,
         **{f"iou_{c.name}": va["iou"][i] for i, c in enumerate(s.classes)},
     }
@@ -239,7 +295,7 @@ def _run_epoch(cfg, s: Session, rt: Runtime, epoch: int, epochs: int, progress: 
     return row, {k: v.detach().to("cpu", copy=True) for k, v in s.plain.state_dict().items()}
 
 
-def _write_epoch(cfg, s: Session, out: Path, is_best: bool) -> None:
+def _write_epoch(cfg, s: Session, out: Path, is_best: bool, clock: TimeBudget) -> None:
     """Rank 0, after each epoch: the best model, ``last.ckpt``, ``metrics.csv``, the curves."""
     from geopsp.models.modelfile import save_model
     from geopsp.train.checkpoints import rng_state, save_checkpoint
@@ -249,6 +305,7 @@ def _write_epoch(cfg, s: Session, out: Path, is_best: bool) -> None:
     if is_best:
         metadata = model_metadata(cfg, s, s.lr, st.best_metrics)
         save_model(out / "model.safetensors", s.plain, metadata)
+    st.elapsed, st.time_limit, st.costs = clock.elapsed(), cfg.time_limit, clock.measured()
     progress = st.as_checkpoint()
     progress["best_metrics"] = clean(progress["best_metrics"])
     save_checkpoint(
@@ -288,7 +345,7 @@ def _write_preview(s: Session, out: Path, best_weights: dict | None) -> None:
     s.plain.load_state_dict(current)
 
 
-def _result(cfg, s: Session, rt: Runtime, out: Path, stopped: bool) -> TrainResult:
+def _result(cfg, s: Session, rt, out: Path, stopped: bool, clock: TimeBudget) -> TrainResult:
     st = s.state
     best = st.best_metrics or {}
     return TrainResult(
@@ -305,6 +362,9 @@ def _result(cfg, s: Session, rt: Runtime, out: Path, stopped: bool) -> TrainResu
         world_size=rt.world,
         amp=_amp_name(s),
         batch_size=s.batch_size,
+        steps=int(s.scheduler.last_epoch),
+        elapsed=clock.elapsed(),
+        time_limit=cfg.time_limit,
         history=list(st.history),
         per_class=clean(best.get("per_class", [])),
         best_metrics=clean({k: v for k, v in best.items() if k != "per_class"}),

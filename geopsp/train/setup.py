@@ -151,12 +151,13 @@ def build_session(cfg: TrainConfig, ckpt: dict | None, rt: Runtime) -> Session:
         lr, lr_auto = _range_test(cfg, model, data, criterion, weight, accel, rt), True
     model, plain = _distribute(model, rt)
     optimizer = make_optimizer(cfg.optimizer, plain, lr)
-    total_steps = len(data.train_loader) * int(cfg.epochs)
-    scheduler = make_scheduler(optimizer, cfg.schedule, lambda: total_steps)
+    state = TrainState.from_checkpoint(ckpt) if ckpt is not None else TrainState()
+    # --epochs' steps; with --time-limit the run re-fits this total to the budget.
+    state.total_steps = len(data.train_loader) * int(cfg.epochs)
+    scheduler = make_scheduler(optimizer, cfg.schedule, lambda: state.total_steps)
     scaler = accel.scaler()
-    state = TrainState()
     if ckpt is not None:
-        state = _restore(ckpt, optimizer, scheduler, scaler)
+        _restore(ckpt, optimizer, scheduler, scaler)
     return Session(
         chips=chips, classes=classes, mean=list(mean), std=list(std), arch=arch,
         model=model, plain=plain, data=data, criterion=criterion, weight=weight, accel=accel,
@@ -284,8 +285,8 @@ def _distribute(model, rt: Runtime) -> tuple[Any, Any]:
     return DDP(model, device_ids=[rt.device.index] if cuda else None), model
 
 
-def _restore(ckpt: dict, optimizer, scheduler, scaler) -> TrainState:
-    """Optimizer, schedule, scaler and RNG states of a checkpoint; its training progress."""
+def _restore(ckpt: dict, optimizer, scheduler, scaler) -> None:
+    """Optimizer, schedule, scaler and RNG states of a checkpoint."""
     from geopsp.train.checkpoints import set_rng_state
 
     optimizer.load_state_dict(ckpt["optimizer"])
@@ -293,4 +294,3 @@ def _restore(ckpt: dict, optimizer, scheduler, scaler) -> TrainState:
     if scaler.is_enabled() and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
     set_rng_state(ckpt["rng"])
-    return TrainState.from_checkpoint(ckpt)
