@@ -11,6 +11,7 @@ every few percent of the run and after every epoch from the costs measured so fa
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import re
@@ -273,3 +274,40 @@ class BudgetedLoader:
         if first or (self.plan.fitted and run_step - self.last_fit >= every):
             self.plan.refit(run_step, self.epoch, self.steps)
             self.last_fit = run_step
+
+
+def start_plan(limit: float | None, s, rt, clock: TimeBudget, epochs: int) -> Plan | None:
+    """With a time limit: the step plan of session ``s``, after timing one validation batch
+    (so even a budget shorter than one epoch knows what its closing validation costs).
+
+    Raises
+    ------
+    UsageError
+        When a resumed run's checkpoint has already spent its whole limit.
+    """
+    from geopsp.core.errors import UsageError
+    from geopsp.core.runtime import broadcast_float
+    from geopsp.train.loop import validate
+    from geopsp.train.outputs import warm_up_plots
+
+    if limit is None:
+        return None
+    if clock.spent >= clock.limit * TARGET:
+        raise UsageError(
+            f"the run has already spent {format_duration(clock.spent)} of its "
+            f"{format_duration(clock.limit)} --time-limit; give a larger --time-limit to train more"
+        )
+    if rt.is_main:
+        warm_up_plots()
+    t0 = time.monotonic()
+    batch = itertools.islice(s.data.val_loader, 1)
+    validate(s.plain, batch, s.criterion, len(s.classes), s.accel, rt)
+    clock.val_batch_s = broadcast_float(time.monotonic() - t0, rt)
+
+    def agree(x: float) -> float:
+        return broadcast_float(x, rt)
+
+    plan = Plan(clock, s.state, len(s.data.train_loader), len(s.data.val_loader), epochs, agree)
+    if clock.step_cost() is not None:  # a resumed run: plan from the checkpoint's costs
+        plan.refit(int(s.scheduler.last_epoch), s.state.epoch + 1, 0)
+    return plan

@@ -8,7 +8,6 @@ and ``config.yaml``; see docs/train.md.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import shutil
 import time
@@ -21,8 +20,8 @@ import torch
 
 from geopsp.core.classes import to_dicts
 from geopsp.core.errors import ResourceError, UsageError
-from geopsp.core.runtime import Runtime, barrier, broadcast_float, setup, teardown
-from geopsp.train.budget import BudgetedLoader, Plan, TimeBudget, format_duration
+from geopsp.core.runtime import Runtime, barrier, setup, teardown
+from geopsp.train.budget import BudgetedLoader, TimeBudget, start_plan
 from geopsp.train.config import TrainConfig, resolve, saved_options
 from geopsp.train.outputs import check_output, clean, model_metadata
 from geopsp.train.setup import Session, build_session, seed_everything
@@ -175,7 +174,7 @@ def _fit(cfg, s: Session, rt: Runtime, out: Path, clock: TimeBudget, calls, prog
         raise UsageError(
             f"the checkpoint has already finished {st.epoch} epoch(s); raise --epochs to train more"
         )
-    plan = _plan(cfg, s, rt, clock, epochs)
+    plan = start_plan(cfg.time_limit, s, rt, clock, epochs)
     if rt.is_main and on_start is not None:
         on_start(_start_info(s, rt, epochs, cfg.time_limit))
     best_weights = None
@@ -205,33 +204,6 @@ def _fit(cfg, s: Session, rt: Runtime, out: Path, clock: TimeBudget, calls, prog
     if rt.is_main:
         _write_preview(s, out, best_weights)
     return _result(cfg, s, rt, out, stopped, clock)
-
-
-def _plan(cfg, s: Session, rt: Runtime, clock: TimeBudget, epochs: int) -> Plan | None:
-    """With ``--time-limit``: the step plan, after timing one validation batch (so even a
-    budget shorter than one epoch knows what its closing validation costs)."""
-    from geopsp.train.loop import validate
-
-    if cfg.time_limit is None:
-        return None
-    if clock.remaining() <= 0:
-        raise UsageError(
-            f"the run has already spent {format_duration(clock.elapsed())} of its "
-            f"{format_duration(clock.limit)} --time-limit; give a larger --time-limit to train more"
-        )
-    from geopsp.train.outputs import warm_up_plots
-
-    if rt.is_main:
-        warm_up_plots()
-    t0 = time.monotonic()
-    batch = itertools.islice(s.data.val_loader, 1)
-    validate(s.plain, batch, s.criterion, len(s.classes), s.accel, rt)
-    clock.val_batch_s = broadcast_float(time.monotonic() - t0, rt)
-    agree = lambda x: broadcast_float(x, rt)  # noqa: E731
-    plan = Plan(clock, s.state, len(s.data.train_loader), len(s.data.val_loader), epochs, agree)
-    if clock.step_cost() is not None:  # a resumed run: plan from the checkpoint's costs
-        plan.refit(int(s.scheduler.last_epoch), s.state.epoch + 1, 0)
-    return plan
 
 
 def _start_info(s: Session, rt: Runtime, epochs: int, time_limit: float | None) -> dict:
