@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from geopsp.cli.main import cli
+from geopsp.core.errors import UsageError
 from geopsp.train.budget import (
     MEASURE_STEPS,
     TARGET,
@@ -22,6 +23,7 @@ from geopsp.train.budget import (
     TimeBudget,
     parse_duration,
     plan_steps,
+    start_plan,
 )
 from geopsp.train.checkpoints import TrainState
 from geopsp.train.config import TrainConfig, resolve
@@ -149,6 +151,14 @@ def test_resumed_run_keeps_the_remaining_budget(tmp_path):
     # The rest of the run spends what is left, not a fresh limit.
     done, _, elapsed, _ = run_loader(limit=300, step_s=0.5, val_s=3.0, spent=250.0)
     assert 0.95 * 300 <= elapsed <= 300 and done < 100
+
+
+def test_a_checkpoint_that_spent_its_limit_asks_for_a_larger_one():
+    spent = TimeBudget(300.0, spent=299.0, clock=FakeClock())
+    with pytest.raises(UsageError, match="larger --time-limit") as exc:
+        start_plan(300.0, None, None, spent, epochs=20)
+    assert exc.value.exit_code == 2
+    assert start_plan(None, None, None, TimeBudget(None), epochs=20) is None  # no limit
 
 
 @pytest.mark.parametrize("value", ["soon", "-3m", "0"])
