@@ -70,6 +70,28 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h"
 
 
+# --lr auto under a time limit: the range test may take this share of the limit, with at
+# least this many steps (fewer cannot sweep 1e-6..1); when even those do not fit, a fixed rate.
+RANGE_TEST_SHARE = 0.1
+RANGE_TEST_MIN_STEPS = 10
+RANGE_TEST_MAX_SHARE = 0.25
+
+
+def range_test_steps(limit: float | None, step_s: float, steps: int) -> int:
+    """Steps of the ``--lr auto`` range test that fit a time limit; 0: skip the test.
+
+    ``step_s`` is the measured seconds of one training step, ``steps`` the test's full length.
+    """
+    if limit is None:
+        return steps
+    fit = int(RANGE_TEST_SHARE * limit / max(step_s, 1e-9))
+    if fit >= RANGE_TEST_MIN_STEPS:
+        return min(steps, fit)
+    if RANGE_TEST_MIN_STEPS * step_s <= RANGE_TEST_MAX_SHARE * limit:
+        return min(steps, RANGE_TEST_MIN_STEPS)
+    return 0
+
+
 @dataclass
 class Costs:
     """Measured (or estimated) seconds of the parts of a run."""

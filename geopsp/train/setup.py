@@ -30,6 +30,7 @@ from geopsp.train.optim import lr_range_test, make_optimizer, make_scheduler
 log = logging.getLogger(__name__)
 
 LR_TEST_BATCHES = 10
+BUDGET_FALLBACK_LR = 1e-3  # when a time limit leaves no room for the range test
 
 
 @dataclass
@@ -148,7 +149,7 @@ def build_session(cfg: TrainConfig, ckpt: dict | None, rt: Runtime) -> Session:
     if ckpt is not None or cfg.lr != "auto":
         lr, lr_auto = float(cfg.lr), False
     else:
-        lr, lr_auto = _range_test(cfg, model, data, criterion, weight, accel, rt), True
+        lr, lr_auto = _range_test(cfg, model, data, criterion, weight, accel, rt)
     model, plain = _distribute(model, rt)
     optimizer = make_optimizer(cfg.optimizer, plain, lr)
     state = TrainState.from_checkpoint(ckpt) if ckpt is not None else TrainState()
@@ -254,8 +255,9 @@ def _class_weight(cfg: TrainConfig, train_chips, classes, rt: Runtime) -> torch.
     return torch.tensor(wts, device=rt.device)
 
 
-def _range_test(cfg: TrainConfig, model, data: Loaders, criterion, weight, accel, rt) -> float:
-    """``--lr auto``: the learning rate the range test picks (the same on every rank)."""
+def _range_test(cfg: TrainConfig, model, data: Loaders, criterion, weight, accel, rt):
+    """``--lr auto``: ``(the learning rate the range test picks, True)``, the same on every
+    rank; ``(BUDGET_FALLBACK_LR, False)`` when the time limit has no room for the test."""
     from geopsp.models import AUX_WEIGHT
 
     probe = torch.amp.GradScaler("cuda", enabled=accel.amp and accel.amp_dtype == torch.float16)
@@ -268,9 +270,32 @@ def _range_test(cfg: TrainConfig, model, data: Loaders, criterion, weight, accel
         return float(train_step(mdl, opt, probe, x, y, criterion, weight, accel, AUX_WEIGHT))
 
     steps = int(cfg.extra.get("lr_test_steps", 40))
+    if cfg.time_limit is not None:
+        steps = int(broadcast_float(_steps_in_budget(cfg, model, batches, step, steps), rt))
+        if steps == 0:
+            log.warning(
+                "--time-limit %s is too short for the --lr auto range test with this model; "
+                "using --lr %g", cfg.time_limit, BUDGET_FALLBACK_LR,
+            )  # fmt: skip
+            return BUDGET_FALLBACK_LR, False
     lr = broadcast_float(lr_range_test(model, cfg.optimizer, batches, step, steps)["lr"], rt)
     log.info("--lr auto: the range test chose %.3g", lr)
-    return lr
+    return lr, True
+
+
+def _steps_in_budget(cfg: TrainConfig, model, batches, step, steps: int) -> int:
+    """Range-test steps that fit the time limit, from one timed step (weights put back)."""
+    import copy
+    import time
+
+    from geopsp.train.budget import range_test_steps
+
+    saved = copy.deepcopy(model.state_dict())
+    t0 = time.monotonic()
+    step(model, torch.optim.SGD(model.parameters(), lr=0.0), *batches[0])
+    seconds = time.monotonic() - t0
+    model.load_state_dict(saved)
+    return range_test_steps(float(cfg.time_limit), seconds, steps)
 
 
 def _distribute(model, rt: Runtime) -> tuple[Any, Any]:

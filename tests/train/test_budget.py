@@ -23,6 +23,7 @@ from geopsp.train.budget import (
     TimeBudget,
     parse_duration,
     plan_steps,
+    range_test_steps,
     start_plan,
 )
 from geopsp.train.checkpoints import TrainState
@@ -92,6 +93,14 @@ def test_plan_is_the_most_that_fits(remaining, step, val, outputs, in_epoch, spe
     assert 0 <= n <= max_steps
     assert n == 0 or cost(n) <= remaining + 1e-9
     assert n == max_steps or cost(n + 1) > remaining
+
+
+def test_the_lr_range_test_fits_the_budget():
+    assert range_test_steps(None, 5.0, 40) == 40  # no limit: the whole test
+    assert range_test_steps(900.0, 0.5, 40) == 40  # 20 s of 90 allowed
+    assert range_test_steps(900.0, 4.0, 40) == 22  # 10 % of the limit
+    assert range_test_steps(60.0, 1.0, 40) == 10  # the fewest steps that sweep, 17 % of it
+    assert range_test_steps(20.0, 1.0, 40) == 0  # no room: a fixed rate instead
 
 
 def run_loader(limit, step_s, val_s, n_batches=10, epochs=1000, spent=0.0):
