@@ -176,9 +176,27 @@ class TimeBudget:
         # What an earlier process measured (a resumed run) until this one has measured its own.
         prior = prior or {}
         self.prior_step: float | None = prior.get("step")
-        self.val_s: float | None = prior.get("val")
-        self.outputs_s = float(prior.get("outputs", DEFAULT_OUTPUTS_S))
+        # Validation and output times are averaged: one slow epoch on a busy machine must not
+        # shrink the rest of the plan.
+        self._val = [float(prior["val"]), 1] if "val" in prior else [0.0, 0]
+        self._outputs = [float(prior["outputs"]), 1] if "outputs" in prior else [0.0, 0]
         self.val_batch_s: float | None = prior.get("val_batch")
+
+    @property
+    def val_s(self) -> float | None:
+        """Mean seconds of a validation pass (None until one is timed)."""
+        return self._val[0] / self._val[1] if self._val[1] else None
+
+    @property
+    def outputs_s(self) -> float:
+        """Mean seconds of writing one epoch's files (a default until timed)."""
+        return self._outputs[0] / self._outputs[1] if self._outputs[1] else DEFAULT_OUTPUTS_S
+
+    def add_val(self, seconds: float) -> None:
+        self._val = [self._val[0] + seconds, self._val[1] + 1]
+
+    def add_outputs(self, seconds: float) -> None:
+        self._outputs = [self._outputs[0] + seconds, self._outputs[1] + 1]
 
     def measured(self) -> dict:
         """The costs to keep in ``last.ckpt`` for a resumed run's first plan."""

@@ -187,7 +187,7 @@ def _fit(cfg, s: Session, rt: Runtime, out: Path, clock: TimeBudget, calls, prog
         if rt.is_main:
             t0 = time.monotonic()
             _write_epoch(cfg, s, out, bool(row["best"]), clock)
-            clock.outputs_s = time.monotonic() - t0
+            clock.add_outputs(time.monotonic() - t0)
             if on_epoch is not None:
                 on_epoch(dict(row))
         barrier(rt)
@@ -242,7 +242,8 @@ def _run_epoch(cfg, s: Session, rt, epoch: int, epochs: int, progress, clock, lo
     )  # fmt: skip
     t0 = time.monotonic()
     va = validate(s.plain, s.data.val_loader, s.criterion, len(s.classes), s.accel, rt)
-    clock.val_s = time.monotonic() - t0
+    val_seconds = time.monotonic() - t0
+    clock.add_val(val_seconds)
     score = va["miou"] if cfg.monitor == "miou" else va["val_loss"]
     is_best = _better(score, s.state.best_score, cfg.monitor)
     summary = {k: va[k] for k in ("val_loss", "pixel_accuracy", "miou", "kappa")}
@@ -253,7 +254,7 @@ def _run_epoch(cfg, s: Session, rt, epoch: int, epochs: int, progress, clock, lo
         "lr": s.optimizer.param_groups[0]["lr"],
         "seconds": round(tr["seconds"], 3),
         "chips_per_s": round(tr["chips"] / max(tr["seconds"], 1e-9), 3),
-        "val_seconds": round(clock.val_s, 3),
+        "val_seconds": round(val_seconds, 3),
         "steps": int(s.scheduler.last_epoch),
         "elapsed": round(clock.elapsed(), 3),
         "best": is_best,

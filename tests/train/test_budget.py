@@ -117,7 +117,7 @@ def run_loader(limit, step_s, val_s, n_batches=10, epochs=1000, spent=0.0):
             clock.now += step_s
             done += 1
         clock.now += val_s + budget.outputs_s  # validation and the epoch's files
-        budget.val_s = val_s
+        budget.add_val(val_s)
         if plan.refit(done, epoch + 1, 0) <= done:
             break
     clock.now += budget.outputs_s + budget.val_batch_s  # the preview
