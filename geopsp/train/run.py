@@ -191,9 +191,8 @@ def _fit(cfg, s: Session, rt: Runtime, out: Path, clock: TimeBudget, calls, prog
             if on_epoch is not None:
                 on_epoch(dict(row))
         barrier(rt)
-        if plan is not None and plan.refit(int(s.scheduler.last_epoch), epoch + 1, 0) <= int(
-            s.scheduler.last_epoch
-        ):
+        done = int(s.scheduler.last_epoch)
+        if plan is not None and plan.refit(done, epoch + 1, 0) <= done:
             break  # the time limit's planned steps are done
         if cfg.patience and st.bad_epochs >= cfg.patience and epoch < epochs:
             stopped = True
@@ -236,8 +235,9 @@ def _run_epoch(cfg, s: Session, rt, epoch: int, epochs: int, progress, clock, lo
 
     seed_everything(cfg.seed, epoch, rt.rank)
     s.data.train_sampler.set_epoch(epoch)
+    batches = s.data.train_loader if loader is None else loader
     tr = run_epoch(
-        s.model, s.data.train_loader if loader is None else loader, s.optimizer, s.scheduler, s.scaler, s.criterion, s.weight,
+        s.model, batches, s.optimizer, s.scheduler, s.scaler, s.criterion, s.weight,
         s.accel, AUX_WEIGHT, rt, f"epoch {epoch}/{epochs}", progress,
     )  # fmt: skip
     t0 = time.monotonic()
