@@ -26,18 +26,34 @@ def _ints(text: str | None, opt: str) -> list[int] | None:
         ) from exc
 
 
+class Duration(click.ParamType):
+    """``90s``, ``15m``, ``2h``, ``1h30m`` or plain seconds, converted to seconds."""
+
+    name = "duration"
+
+    def convert(self, value, param, ctx):
+        from geopsp.train.budget import parse_duration
+
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 def _fmt(x, pct: bool = False) -> str:
     if x is None:
         return "-"
     return f"{100 * x:.1f}%" if pct else f"{x:.3f}"
 
 
-def epoch_line(row: dict, epochs: int) -> str:
-    """One summary line per epoch."""
+def epoch_line(row: dict, epochs: int, time_limit: float | None = None) -> str:
+    """One summary line per epoch (with a time limit: the run's elapsed time too)."""
+    clock = f"  [{row['elapsed']:.0f}/{time_limit:.0f} s]" if time_limit else ""
     return (
         f"epoch {row['epoch']}/{epochs}  train loss {_fmt(row['train_loss'])}  "
         f"val loss {_fmt(row['val_loss'])}  accuracy {_fmt(row['pixel_accuracy'], True)}  "
         f"mIoU {_fmt(row['miou'])}  lr {row['lr']:.2e}  {row['seconds']:.1f} s"
+        + clock
         + ("  *best" if row.get("best") else "")
     )
 
@@ -67,7 +83,18 @@ def class_table(rows: list[dict]) -> str:
     "--decoder", "Decoder: fpn (sharper edges) or upsample.  [default: fpn]", ["fpn", "upsample"]
 )
 @_option("--pointrend/--no-pointrend", "PointRend boundary refinement.  [default: on]")
-@_option("--epochs", "Epochs (an upper bound with --patience).  [default: 20]", type=int)
+@_option(
+    "--epochs", "Epochs (an upper bound with --patience or --time-limit).  [default: 20]", type=int
+)
+@_option(
+    "--time-limit",
+    "Wall-clock budget of the whole run (90s, 15m, 2h or seconds): step and validation "
+    "costs are measured in the first steps and the number of steps, and the learning-rate "
+    "schedule, are fitted so the run, validation and outputs included, ends within it; the "
+    "last epoch may be partial. --resume keeps the remaining budget.  [default: none]",
+    type=Duration(),
+    metavar="DURATION",
+)
 @_option("--batch-size", "Chips per step (per process).  [default: 8]", type=int)
 @_option(
     "--lr",
@@ -126,6 +153,9 @@ def command(
     curves.png, val_preview.png and config.yaml (reusable with -c). Under
     `torchrun --nproc-per-node N -m geopsp train ...` each process trains on a shard (DDP).
     """
+    import time
+
+    started = time.monotonic()  # --time-limit counts loading torch too
     from geopsp.train.run import TrainConfig, train
 
     if isinstance(chips_dirs, str):  # a single folder from -c config
@@ -140,25 +170,32 @@ def command(
         output_stride=int(output_stride) if output_stride else None,
     )
     main = options.env_rank() == 0
-    epochs = {"n": 0}
+    epochs = {"n": 0, "limit": None}
 
     def on_start(info: dict) -> None:
-        epochs["n"] = info["epochs"]
+        epochs["n"], epochs["limit"] = info["epochs"], info["time_limit"]
         lr = f"{info['lr']:.2e}" + (" (chosen by the range test)" if info["lr_auto"] else "")
         click.echo(
             f"training on {info['device']} x{info['world_size']} (amp {info['amp']}): "
             f"{info['train_chips']} training / {info['val_chips']} validation chips, "
             f"batch {info['batch_size']}, lr {lr}"
+            + (f", time limit {info['time_limit']:.0f} s" if info["time_limit"] else "")
         )
 
     result = train(
         cfg,
         progress=options.progress_enabled(ctx),
-        on_epoch=lambda row: click.echo(epoch_line(row, epochs["n"])),
+        on_epoch=lambda row: click.echo(epoch_line(row, epochs["n"], epochs["limit"])),
         on_start=on_start,
+        started=started,
     )
     if not main:
         return
+    if result.time_limit:
+        click.echo(
+            f"trained {result.steps} steps in {result.elapsed:.1f} s "
+            f"(time limit {result.time_limit:.0f} s)"
+        )
     if result.stopped_early:
         click.echo(
             f"stopped early after epoch {result.epochs_run}: {result.monitor} stopped improving"

@@ -30,6 +30,10 @@ class TrainState:
     bad_epochs: int = 0  # epochs since the last improvement (for --patience)
     history: list[dict] = field(default_factory=list)  # metrics.csv rows
     best_metrics: dict = field(default_factory=dict)  # validation metrics of the best epoch
+    total_steps: int = 0  # optimizer steps the learning-rate schedule spans
+    elapsed: float = 0.0  # seconds the run had spent when the checkpoint was written
+    time_limit: float | None = None  # --time-limit in seconds (None: no limit)
+    costs: dict = field(default_factory=dict)  # measured seconds: step, val, outputs
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict) -> TrainState:
@@ -41,6 +45,10 @@ class TrainState:
             bad_epochs=int(ckpt.get("bad_epochs", default.bad_epochs)),
             history=list(ckpt.get("history", default.history)),
             best_metrics=dict(ckpt.get("best_metrics", default.best_metrics)),
+            total_steps=int(ckpt.get("total_steps", default.total_steps)),
+            elapsed=float(ckpt.get("elapsed", default.elapsed)),
+            time_limit=ckpt.get("time_limit", default.time_limit),
+            costs=dict(ckpt.get("costs", default.costs)),
         )
 
     def as_checkpoint(self) -> dict:

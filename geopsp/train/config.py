@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from geopsp.chips.arcgis import NODATA_CHOICES
 from geopsp.core.errors import UsageError
+from geopsp.train.budget import parse_duration
 from geopsp.train.losses import CLASS_WEIGHTS, LOSSES
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -38,9 +39,12 @@ DEFAULTS: dict = {
     "amp": None,  # None: on for CUDA, off on CPU
     "workers": 0,
     "seed": 0,
+    "time_limit": None,  # seconds; None: --epochs alone decides
 }
 # May differ between a run and its --resume; everything else must match the checkpoint.
-RESUMABLE_CHANGES = ("epochs", "patience", "device", "amp", "workers", "encoder_weights", "init")
+RESUMABLE_CHANGES = (
+    "epochs", "patience", "device", "amp", "workers", "encoder_weights", "init", "time_limit",
+)  # fmt: skip
 
 
 @dataclass
@@ -72,6 +76,7 @@ class TrainConfig:
     amp: bool | None = None
     workers: int | None = None
     seed: int | None = None
+    time_limit: float | str | None = None  # seconds, or a duration such as "15m"
     resume: str | None = None
     init: str | None = None
     overwrite: bool = False
@@ -133,6 +138,11 @@ def resolve(cfg: TrainConfig, saved: dict | None = None) -> TrainConfig:
     for key, low in (("epochs", 1), ("batch_size", 1), ("patience", 0), ("workers", 0)):
         if int(getattr(out, key)) < low:
             raise UsageError(f"--{key.replace('_', '-')} must be >= {low}, got {getattr(out, key)}")
+    if out.time_limit is not None:
+        try:
+            out.time_limit = parse_duration(out.time_limit)
+        except ValueError as exc:
+            raise UsageError(f"--time-limit: {exc}") from exc
     if not 0 <= float(out.color_jitter) <= 1:
         raise UsageError(f"--color-jitter must be between 0 and 1, got {out.color_jitter}")
     out.ignore_classes = sorted({int(v) for v in out.ignore_classes or []})

@@ -71,6 +71,16 @@ def _save(fig, path: Path) -> None:
         fig.savefig(tmp, dpi=DPI, format="png")
 
 
+def warm_up_plots() -> None:
+    """Draw a throw-away figure: the first one pays for importing matplotlib and loading its
+    fonts, which would otherwise be counted as the cost of every epoch's outputs."""
+    import io
+
+    fig = _figure((10, 10))
+    fig.subplots().plot([0, 1], [0, 1], "o-")
+    fig.savefig(io.BytesIO(), dpi=DPI, format="png")
+
+
 def plot_curves(path: Path, history: list[dict], monitor: str) -> None:
     """Loss (train and validation) and validation mIoU / pixel accuracy per epoch."""
     fig = _figure(CURVES_SIZE)

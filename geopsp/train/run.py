@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 from geopsp.core.classes import to_dicts
 from geopsp.core.errors import Interrupted, ResourceError, UsageError
 from geopsp.core.runtime import Runtime, barrier, setup, teardown
+from geopsp.train.budget import BudgetedLoader, TimeBudget, start_plan
 from geopsp.train.config import TrainConfig, resolve, saved_options
 from geopsp.train.outputs import check_output, clean, model_metadata
 from geopsp.train.setup import Session, build_session, seed_everything
@@ -56,6 +58,9 @@ class TrainResult:
     world_size: int
     amp: str
     batch_size: int
+    steps: int = 0  # optimizer steps trained (earlier processes of a resumed run included)
+    elapsed: float = 0.0  # seconds of training, earlier processes included
+    time_limit: float | None = None
     history: list[dict] = field(default_factory=list)
     per_class: list[dict] = field(default_factory=list)
     best_metrics: dict = field(default_factory=dict)
@@ -74,6 +79,7 @@ def train(
     progress: bool = False,
     on_epoch: Callable[[dict], None] | None = None,
     on_start: Callable[[dict], None] | None = None,
+    started: float | None = None,
 ) -> TrainResult:
     """Train a PSPNet on one or more chip folders.
 
@@ -90,7 +96,10 @@ def train(
     on_start : callable, optional
         Called on rank 0 before the first epoch with the resolved run: ``device``, ``amp``,
         ``world_size``, ``batch_size``, ``lr``, ``lr_auto``, ``epochs``, ``train_chips``,
-        ``val_chips``, ``start_epoch``.
+        ``val_chips``, ``start_epoch``, ``time_limit`` (seconds or None).
+    started : float, optional
+        :func:`time.monotonic` time the run's clock (and ``time_limit``) counts from, e.g. when
+        the command started; default: now.
 
     Returns
     -------
@@ -103,6 +112,7 @@ def train(
     """
     from geopsp.train.checkpoints import load_checkpoint
 
+    started = time.monotonic() if started is None else started  # --time-limit counts from here
     ckpt = load_checkpoint(config.resume) if config.resume else None
     cfg = resolve(config, ckpt["options"] if ckpt else None)
     out, in_place = check_output(cfg)
@@ -128,7 +138,8 @@ def train(
                 for name in OUTPUT_FILES:
                     (out / name).unlink(missing_ok=True)
         barrier(rt)
-        result = _fit(cfg, s, rt, out, on_epoch, on_start, progress)
+        clock = TimeBudget(cfg.time_limit, s.state.elapsed, start=started, prior=s.state.costs)
+        result = _fit(cfg, s, rt, out, clock, (on_epoch, on_start), progress)
         finished = result.epochs_run
         return result
     except KeyboardInterrupt as exc:
@@ -154,11 +165,12 @@ def _amp_name(s: Session) -> str:
     return str(s.accel.amp_dtype).replace("torch.", "") if s.accel.amp else "off"
 
 
-def _fit(cfg, s: Session, rt: Runtime, out: Path, on_epoch, on_start, progress) -> TrainResult:
-    """Train from the session's state to ``cfg.epochs`` (or early stopping), writing the
-    outputs after every epoch on rank 0."""
+def _fit(cfg, s: Session, rt: Runtime, out: Path, clock: TimeBudget, calls, progress):
+    """Train from the session's state to ``cfg.epochs``, early stopping or the end of the
+    time limit's planned steps, writing the outputs after every epoch on rank 0."""
     from geopsp.train.outputs import write_config
 
+    on_epoch, on_start = calls
     st = s.state
     if rt.is_main:
         write_config(out / "config.yaml", clean(saved_options(cfg, s.lr)))
@@ -167,18 +179,26 @@ def _fit(cfg, s: Session, rt: Runtime, out: Path, on_epoch, on_start, progress) 
         raise UsageError(
             f"the checkpoint has already finished {st.epoch} epoch(s); raise --epochs to train more"
         )
+    plan = start_plan(cfg.time_limit, s, rt, clock, epochs)
     if rt.is_main and on_start is not None:
-        on_start(_start_info(s, rt, epochs))
+        on_start(_start_info(s, rt, epochs, cfg.time_limit))
     best_weights = None
     stopped = False
     for epoch in range(st.epoch + 1, epochs + 1):
-        row, weights = _run_epoch(cfg, s, rt, epoch, epochs, progress)
+        done = int(s.scheduler.last_epoch)
+        loader = None if plan is None else BudgetedLoader(s.data.train_loader, plan, done, epoch)
+        row, weights = _run_epoch(cfg, s, rt, epoch, epochs, progress, clock, loader)
         best_weights = weights if weights is not None else best_weights
         if rt.is_main:
-            _write_epoch(cfg, s, out, bool(row["best"]))
+            t0 = time.monotonic()
+            _write_epoch(cfg, s, out, bool(row["best"]), clock)
+            clock.add_outputs(time.monotonic() - t0)
             if on_epoch is not None:
                 on_epoch(dict(row))
         barrier(rt)
+        done = int(s.scheduler.last_epoch)
+        if plan is not None and plan.refit(done, epoch + 1, 0) <= done:
+            break  # the time limit's planned steps are done
         if cfg.patience and st.bad_epochs >= cfg.patience and epoch < epochs:
             stopped = True
             log.info(
@@ -187,10 +207,10 @@ def _fit(cfg, s: Session, rt: Runtime, out: Path, on_epoch, on_start, progress) 
             break
     if rt.is_main:
         _write_preview(s, out, best_weights)
-    return _result(cfg, s, rt, out, stopped)
+    return _result(cfg, s, rt, out, stopped, clock)
 
 
-def _start_info(s: Session, rt: Runtime, epochs: int) -> dict:
+def _start_info(s: Session, rt: Runtime, epochs: int, time_limit: float | None) -> dict:
     """What ``on_start`` gets: the resolved run."""
     return {
         "device": str(rt.device),
@@ -203,11 +223,13 @@ def _start_info(s: Session, rt: Runtime, epochs: int) -> dict:
         "start_epoch": s.state.epoch + 1,
         "train_chips": len(s.data.train_set),
         "val_chips": len(s.data.val_set),
+        "time_limit": time_limit,
     }
 
 
-def _run_epoch(cfg, s: Session, rt: Runtime, epoch: int, epochs: int, progress: bool):
-    """Train and validate one epoch and record it in the state.
+def _run_epoch(cfg, s: Session, rt, epoch: int, epochs: int, progress, clock, loader=None):
+    """Train (on ``loader``, by default the whole training loader) and validate one epoch and
+    record it in the state.
 
     Returns the epoch's ``metrics.csv`` row and, when it is the best so far, a CPU copy of
     its weights (else None).
@@ -218,11 +240,15 @@ def _run_epoch(cfg, s: Session, rt: Runtime, epoch: int, epochs: int, progress: 
 
     seed_everything(cfg.seed, epoch, rt.rank)
     s.data.train_sampler.set_epoch(epoch)
+    batches = s.data.train_loader if loader is None else loader
     tr = run_epoch(
-        s.model, s.data.train_loader, s.optimizer, s.scheduler, s.scaler, s.criterion, s.weight,
+        s.model, batches, s.optimizer, s.scheduler, s.scaler, s.criterion, s.weight,
         s.accel, AUX_WEIGHT, rt, f"epoch {epoch}/{epochs}", progress,
     )  # fmt: skip
+    t0 = time.monotonic()
     va = validate(s.plain, s.data.val_loader, s.criterion, len(s.classes), s.accel, rt)
+    val_seconds = time.monotonic() - t0
+    clock.add_val(val_seconds)
     score = va["miou"] if cfg.monitor == "miou" else va["val_loss"]
     is_best = _better(score, s.state.best_score, cfg.monitor)
     summary = {k: va[k] for k in ("val_loss", "pixel_accuracy", "miou", "kappa")}
@@ -233,6 +259,9 @@ def _run_epoch(cfg, s: Session, rt: Runtime, epoch: int, epochs: int, progress: 
         "lr": s.optimizer.param_groups[0]["lr"],
         "seconds": round(tr["seconds"], 3),
         "chips_per_s": round(tr["chips"] / max(tr["seconds"], 1e-9), 3),
+        "val_seconds": round(val_seconds, 3),
+        "steps": int(s.scheduler.last_epoch),
+        "elapsed": round(clock.elapsed(), 3),
         "best": is_best,
         **{f"iou_{c.name}": va["iou"][i] for i, c in enumerate(s.classes)},
     }
@@ -244,7 +273,7 @@ def _run_epoch(cfg, s: Session, rt: Runtime, epoch: int, epochs: int, progress: 
     return row, {k: v.detach().to("cpu", copy=True) for k, v in s.plain.state_dict().items()}
 
 
-def _write_epoch(cfg, s: Session, out: Path, is_best: bool) -> None:
+def _write_epoch(cfg, s: Session, out: Path, is_best: bool, clock: TimeBudget) -> None:
     """Rank 0, after each epoch: the best model, ``last.ckpt``, ``metrics.csv``, the curves."""
     from geopsp.models.modelfile import save_model
     from geopsp.train.checkpoints import rng_state, save_checkpoint
@@ -254,6 +283,7 @@ def _write_epoch(cfg, s: Session, out: Path, is_best: bool) -> None:
     if is_best:
         metadata = model_metadata(cfg, s, s.lr, st.best_metrics)
         save_model(out / "model.safetensors", s.plain, metadata)
+    st.elapsed, st.time_limit, st.costs = clock.elapsed(), cfg.time_limit, clock.measured()
     progress = st.as_checkpoint()
     progress["best_metrics"] = clean(progress["best_metrics"])
     save_checkpoint(
@@ -293,7 +323,7 @@ def _write_preview(s: Session, out: Path, best_weights: dict | None) -> None:
     s.plain.load_state_dict(current)
 
 
-def _result(cfg, s: Session, rt: Runtime, out: Path, stopped: bool) -> TrainResult:
+def _result(cfg, s: Session, rt, out: Path, stopped: bool, clock: TimeBudget) -> TrainResult:
     st = s.state
     best = st.best_metrics or {}
     return TrainResult(
@@ -310,6 +340,9 @@ def _result(cfg, s: Session, rt: Runtime, out: Path, stopped: bool) -> TrainResu
         world_size=rt.world,
         amp=_amp_name(s),
         batch_size=s.batch_size,
+        steps=int(s.scheduler.last_epoch),
+        elapsed=clock.elapsed(),
+        time_limit=cfg.time_limit,
         history=list(st.history),
         per_class=clean(best.get("per_class", [])),
         best_metrics=clean({k: v for k, v in best.items() if k != "per_class"}),

@@ -30,6 +30,7 @@ from geopsp.train.optim import lr_range_test, make_optimizer, make_scheduler
 log = logging.getLogger(__name__)
 
 LR_TEST_BATCHES = 10
+BUDGET_FALLBACK_LR = 1e-3  # when a time limit leaves no room for the range test
 
 
 @dataclass
@@ -148,15 +149,16 @@ def build_session(cfg: TrainConfig, ckpt: dict | None, rt: Runtime) -> Session:
     if ckpt is not None or cfg.lr != "auto":
         lr, lr_auto = float(cfg.lr), False
     else:
-        lr, lr_auto = _range_test(cfg, model, data, criterion, weight, accel, rt), True
+        lr, lr_auto = _range_test(cfg, model, data, criterion, weight, accel, rt)
     model, plain = _distribute(model, rt)
     optimizer = make_optimizer(cfg.optimizer, plain, lr)
-    total_steps = len(data.train_loader) * int(cfg.epochs)
-    scheduler = make_scheduler(optimizer, cfg.schedule, lambda: total_steps)
+    state = TrainState.from_checkpoint(ckpt) if ckpt is not None else TrainState()
+    # --epochs' steps; with --time-limit the run re-fits this total to the budget.
+    state.total_steps = len(data.train_loader) * int(cfg.epochs)
+    scheduler = make_scheduler(optimizer, cfg.schedule, lambda: state.total_steps)
     scaler = accel.scaler()
-    state = TrainState()
     if ckpt is not None:
-        state = _restore(ckpt, optimizer, scheduler, scaler)
+        _restore(ckpt, optimizer, scheduler, scaler)
     return Session(
         chips=chips, classes=classes, mean=list(mean), std=list(std), arch=arch,
         model=model, plain=plain, data=data, criterion=criterion, weight=weight, accel=accel,
@@ -253,8 +255,9 @@ def _class_weight(cfg: TrainConfig, train_chips, classes, rt: Runtime) -> torch.
     return torch.tensor(wts, device=rt.device)
 
 
-def _range_test(cfg: TrainConfig, model, data: Loaders, criterion, weight, accel, rt) -> float:
-    """``--lr auto``: the learning rate the range test picks (the same on every rank)."""
+def _range_test(cfg: TrainConfig, model, data: Loaders, criterion, weight, accel, rt):
+    """``--lr auto``: ``(the learning rate the range test picks, True)``, the same on every
+    rank; ``(BUDGET_FALLBACK_LR, False)`` when the time limit has no room for the test."""
     from geopsp.models import AUX_WEIGHT
 
     probe = torch.amp.GradScaler("cuda", enabled=accel.amp and accel.amp_dtype == torch.float16)
@@ -267,9 +270,32 @@ def _range_test(cfg: TrainConfig, model, data: Loaders, criterion, weight, accel
         return float(train_step(mdl, opt, probe, x, y, criterion, weight, accel, AUX_WEIGHT))
 
     steps = int(cfg.extra.get("lr_test_steps", 40))
+    if cfg.time_limit is not None:
+        steps = int(broadcast_float(_steps_in_budget(cfg, model, batches, step, steps), rt))
+        if steps == 0:
+            log.warning(
+                "--time-limit %s is too short for the --lr auto range test with this model; "
+                "using --lr %g", cfg.time_limit, BUDGET_FALLBACK_LR,
+            )  # fmt: skip
+            return BUDGET_FALLBACK_LR, False
     lr = broadcast_float(lr_range_test(model, cfg.optimizer, batches, step, steps)["lr"], rt)
     log.info("--lr auto: the range test chose %.3g", lr)
-    return lr
+    return lr, True
+
+
+def _steps_in_budget(cfg: TrainConfig, model, batches, step, steps: int) -> int:
+    """Range-test steps that fit the time limit, from one timed step (weights put back)."""
+    import copy
+    import time
+
+    from geopsp.train.budget import range_test_steps
+
+    saved = copy.deepcopy(model.state_dict())
+    t0 = time.monotonic()
+    step(model, torch.optim.SGD(model.parameters(), lr=0.0), *batches[0])
+    seconds = time.monotonic() - t0
+    model.load_state_dict(saved)
+    return range_test_steps(float(cfg.time_limit), seconds, steps)
 
 
 def _distribute(model, rt: Runtime) -> tuple[Any, Any]:
@@ -284,8 +310,8 @@ def _distribute(model, rt: Runtime) -> tuple[Any, Any]:
     return DDP(model, device_ids=[rt.device.index] if cuda else None), model
 
 
-def _restore(ckpt: dict, optimizer, scheduler, scaler) -> TrainState:
-    """Optimizer, schedule, scaler and RNG states of a checkpoint; its training progress."""
+def _restore(ckpt: dict, optimizer, scheduler, scaler) -> None:
+    """Optimizer, schedule, scaler and RNG states of a checkpoint."""
     from geopsp.train.checkpoints import set_rng_state
 
     optimizer.load_state_dict(ckpt["optimizer"])
@@ -293,4 +319,3 @@ def _restore(ckpt: dict, optimizer, scheduler, scaler) -> TrainState:
     if scaler.is_enabled() and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
     set_rng_state(ckpt["rng"])
-    return TrainState.from_checkpoint(ckpt)

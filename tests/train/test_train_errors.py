@@ -160,3 +160,14 @@ def test_help_defaults_match_the_model_defaults():
         "monitor",
     ):
         assert f"[default: {DEFAULTS[key]}]" in text, key
+
+
+def test_resume_counts_the_time_the_checkpoint_spent(finished_run):
+    """The first run's seconds count against a --time-limit given on resume: a limit it has
+    already spent is refused (exit 2) before any training."""
+    chips, out = finished_run
+    spent = torch.load(out / "last.ckpt", weights_only=True)["elapsed"]
+    assert spent > 0
+    res = run([str(chips), "-o", str(out), "--resume", str(out / "last.ckpt"), "--epochs", "2",
+               "--time-limit", f"{spent * 0.9:.3f}"])  # fmt: skip
+    assert_clean_error(res, 2, "larger --time-limit")

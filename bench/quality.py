@@ -1,0 +1,274 @@
+"""Held-out map quality at a fixed training budget: geopsp configurations against a plain baseline.
+
+For each dataset the scene is split by a vertical line into a training area (west) and a
+held-out area (east) that no chip touches. Chips are cut from the training area once; every
+configuration then trains on those chips for the same wall-clock budget, maps the held-out
+area with ``geopsp classify`` and is scored there with ``geopsp evaluate`` (mIoU, per-class
+IoU, boundary F1). Validation chips only pick checkpoints; they are never the score.
+
+The plain baseline is what a user of other tools gets: segmentation-models-pytorch's stock
+``smp.PSPNet("resnet34")`` trained on the same chips for the same time with Adam (lr 1e-3),
+random flips and cross-entropy, its last epoch kept, mapped with a half-overlapping sliding
+window (softmax averaged) and scored by the same ``geopsp evaluate``.
+
+Usage::
+
+    python bench/quality.py --budget 14m                      # every dataset, default configs
+    python bench/quality.py --budget 3m --datasets glaciers --config "default=" \\
+        --config "no-pointrend=--no-pointrend"
+    python bench/quality.py --json quality.json
+
+Each ``--config NAME=ARGS`` adds a geopsp run with extra ``geopsp train`` arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "sample_data"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A scene, its labels and where the held-out area starts (a fraction of the width)."""
+
+    image: Path
+    labels: Path
+    split: float
+    chips: tuple[str, ...] = ()  # extra export-chips arguments
+    reference: tuple[str, ...] = ()  # extra evaluate arguments
+    target: int = 1  # the class value reported on its own ("target class")
+
+
+DATASETS = {
+    "glaciers": Dataset(
+        DATA / "everest_landsat7_glaciers" / "LE71400412000304SGS00_RGB.tif",
+        DATA / "everest_landsat7_glaciers" / "15_rgi60_glacier_outlines.gpkg",
+        split=0.625,
+    ),
+    "buildings": Dataset(
+        DATA / "spacenet4_atlanta_buildings" / "sample_geotiff.tif",
+        DATA / "spacenet4_atlanta_buildings" / "geotiff_labels.geojson",
+        split=0.6,
+    ),
+    "landcover": Dataset(
+        DATA / "nc_landsat7_landcover" / "lsat7_2000_6band.tif",
+        DATA / "nc_landsat7_landcover" / "landclass_strata.tif",
+        split=0.6,
+        target=5,  # forest, the largest class
+    ),
+}
+
+DEFAULT_CONFIGS = {"geopsp-default": ""}
+
+
+@dataclass
+class Result:
+    dataset: str
+    config: str
+    miou: float
+    target_iou: float
+    boundary_f1: float
+    per_class: dict = field(default_factory=dict)
+    train_seconds: float = 0.0
+    epochs: int = 0
+
+
+def geopsp(*args: str) -> str:
+    """Run a geopsp command as a user would, returning its stdout."""
+    cmd = [sys.executable, "-m", "geopsp", "-q", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} failed:\n{done.stderr[-2000:]}")
+    return done.stdout
+
+
+def crop(src_path: Path, dst: Path, col0: int, col1: int) -> None:
+    """Write columns [col0, col1) of a raster as a new GeoTIFF (same CRS, shifted transform)."""
+    with rasterio.open(src_path) as src:
+        win = Window(col0, 0, col1 - col0, src.height)
+        profile = src.profile | {
+            "driver": "GTiff",
+            "width": col1 - col0,
+            "transform": src.window_transform(win),
+            "tiled": False,
+        }
+        profile.pop("blockxsize", None)
+        profile.pop("blockysize", None)
+        with rasterio.open(dst, "w", **profile) as out:
+            out.write(src.read(window=win))
+            if src.nodata is None and any(f.value & 2 for f in src.mask_flag_enums[0]):
+                out.write_mask(src.dataset_mask(window=win))
+
+
+def split_scene(ds: Dataset, work: Path) -> tuple[Path, Path]:
+    """The training and held-out areas of a scene, written as GeoTIFFs under ``work``."""
+    with rasterio.open(ds.image) as src:
+        cut = int(round(src.width * ds.split))
+        width = src.width
+    train, held = work / "train_area.tif", work / "heldout_area.tif"
+    crop(ds.image, train, 0, cut)
+    crop(ds.image, held, cut, width)
+    return train, held
+
+
+def score(map_path: Path, ds: Dataset, work: Path, name: str) -> dict:
+    out = geopsp("evaluate", str(map_path), "--reference", str(ds.labels), *ds.reference, "--json")
+    report = json.loads(out)
+    (work / f"{name}_accuracy.json").write_text(out)
+    return report
+
+
+def run_geopsp(
+    ds: Dataset, chips: Path, held: Path, work: Path, name: str, extra: str, budget: str
+) -> tuple[Path, float]:
+    model_dir = work / f"model_{name}"
+    t0 = time.perf_counter()
+    geopsp(
+        "train",
+        str(chips),
+        "-o",
+        str(model_dir),
+        "--encoder-weights",
+        "none",
+        "--time-limit",
+        budget,
+        *shlex.split(extra),
+    )
+    seconds = time.perf_counter() - t0
+    out = work / f"map_{name}.tif"
+    geopsp("classify", str(held), "-m", str(model_dir / "model.safetensors"), "-o", str(out))
+    return out, seconds
+
+
+def to_result(
+    dataset: str, config: str, report: dict, target: int, seconds: float, epochs: int
+) -> Result:
+    per_class = {str(c["value"]): c.get("iou") for c in report.get("per_class", [])}
+    return Result(
+        dataset=dataset,
+        config=config,
+        miou=report.get("miou"),
+        target_iou=per_class.get(str(target)),
+        boundary_f1=report.get("boundary_f1"),
+        per_class=per_class,
+        train_seconds=seconds,
+        epochs=epochs,
+    )
+
+
+def parse_budget(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    if text[-1] in units:
+        return float(text[:-1]) * units[text[-1]]
+    return float(text)
+
+
+def bench_dataset(
+    name: str, ds: Dataset, configs: dict[str, str], budget: str, work: Path
+) -> list[Result]:
+    """Every configuration and the baseline on one dataset, in one run."""
+    from baseline import predict_raster, train_baseline  # noqa: PLC0415  (bench/ sibling)
+
+    work.mkdir(parents=True, exist_ok=True)
+    train_area, held = split_scene(ds, work)
+    chips = work / "chips"
+    geopsp(
+        "export-chips",
+        str(train_area),
+        "--labels",
+        str(ds.labels),
+        "-o",
+        str(chips),
+        "--chip-size",
+        "128",
+        "--stride",
+        "64",
+        "--val-fraction",
+        "0.15",
+        *ds.chips,
+    )
+    results = []
+    for cname, extra in configs.items():
+        out, seconds = run_geopsp(ds, chips, held, work, cname, extra, budget)
+        report = score(out, ds, work, cname)
+        results.append(to_result(name, cname, report, ds.target, seconds, 0))
+        print(_row(results[-1]), flush=True)
+    t0 = time.perf_counter()
+    model, epochs = train_baseline(chips, parse_budget(budget))
+    seconds = time.perf_counter() - t0
+    out = work / "map_baseline.tif"
+    predict_raster(model, chips, held, out)
+    report = score(out, ds, work, "baseline")
+    results.append(to_result(name, "smp-PSPNet-resnet34", report, ds.target, seconds, epochs))
+    print(_row(results[-1]), flush=True)
+    return results
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _row(r: Result) -> str:
+    return (
+        f"| {r.dataset} | {r.config} | {_fmt(r.miou)} | {_fmt(r.target_iou)} | "
+        f"{_fmt(r.boundary_f1)} | {r.train_seconds:.0f} |"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--budget", default="14m", help="training time per configuration")
+    ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--config", action="append", default=[], metavar="NAME=ARGS")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--keep", type=Path, help="keep the work folder here")
+    args = ap.parse_args()
+    configs = dict(c.split("=", 1) for c in args.config) or DEFAULT_CONFIGS
+    sys.path.insert(0, str(Path(__file__).parent))
+    print("| dataset | configuration | held-out mIoU | target-class IoU | boundary F1 | train s |")
+    print("|---|---|---|---|---|---|")
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        base = args.keep or Path(tmp)
+        for name in args.datasets.split(","):
+            results += bench_dataset(name, DATASETS[name], configs, args.budget, base / name)
+    if args.json:
+        args.json.write_text(json.dumps([r.__dict__ for r in results], indent=2))
+    _summary(results)
+
+
+def _summary(results: list[Result]) -> None:
+    base = {r.dataset: r.miou for r in results if r.config.startswith("smp-")}
+    for r in results:
+        if not r.config.startswith("smp-") and r.miou is not None and base.get(r.dataset):
+            print(
+                f"{r.dataset} {r.config}: {100 * (r.miou - base[r.dataset]):+.1f} mIoU points "
+                "against the baseline"
+            )
+    gains = [
+        r.miou - base[r.dataset]
+        for r in results
+        if not r.config.startswith("smp-") and base.get(r.dataset) is not None
+    ]
+    if gains:
+        print(f"mean gain over the baseline: {100 * float(np.mean(gains)):+.1f} mIoU points")
+
+
+if __name__ == "__main__":
+    main()
