@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# metrics.csv columns measured on the wall clock: they differ between any two runs.
+CLOCK_COLUMNS = ("seconds", "chips_per_s", "val_seconds", "elapsed")
 SAMPLE = ROOT / "sample_data"
 
 # Keep CPU tests predictable on small machines (2 cores in CI).
@@ -258,3 +261,9 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """Rows of a ``metrics.csv`` without its wall-clock columns, to compare two runs."""
+    with open(path, newline="") as f:
+        return [{k: v for k, v in r.items() if k not in CLOCK_COLUMNS} for r in csv.DictReader(f)]

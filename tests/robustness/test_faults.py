@@ -4,7 +4,6 @@ SIGKILL finishes with exactly the metrics of an uninterrupted run (CPU, fixed se
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import subprocess
@@ -176,9 +175,9 @@ def test_classify_resume_is_byte_identical(sig, big_image, models, tmp_path):
 
 def metrics(folder: Path) -> list[dict]:
     """metrics.csv without the timing columns (which differ between any two runs)."""
-    with open(folder / "metrics.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [{k: v for k, v in r.items() if k not in ("seconds", "chips_per_s")} for r in rows]
+    from conftest import read_metrics
+
+    return read_metrics(folder / "metrics.csv")
 
 
 def test_train_sigint_leaves_no_model(chip_folder, tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 
@@ -42,12 +41,9 @@ def png_size(path) -> tuple[int, int]:
 
 
 def rows(path) -> list[dict]:
-    with open(path, newline="") as f:
-        out = list(csv.DictReader(f))
-    for r in out:  # wall-clock columns differ between runs
-        for key in ("seconds", "chips_per_s", "val_seconds", "elapsed"):
-            r.pop(key)
-    return out
+    from conftest import read_metrics
+
+    return read_metrics(path)
 
 
 class Stop(Exception):
