@@ -34,7 +34,7 @@ import torch  # noqa: E402
 
 from geopsp.classify.predictor import Predictor  # noqa: E402
 from geopsp.core.normalize import normalize  # noqa: E402
-from geopsp.export import ExportOptions, export_model  # noqa: E402
+from geopsp.export import ExportModelOptions, export_model  # noqa: E402
 from geopsp.models import build_model  # noqa: E402
 from geopsp.models.modelfile import save_model  # noqa: E402
 
@@ -78,7 +78,7 @@ def bench(name: str, arch: dict, args, folder: Path) -> dict:
 
     model = write_model(folder / f"{name}.safetensors", arch, args.tile)
     onnx_path = folder / f"{name}.onnx"
-    export_model(model, onnx_path, ExportOptions(tile_size=args.tile))
+    export_model(model, onnx_path, ExportModelOptions(tile_size=args.tile))
     x = tiles(args.tile, args.tiles)
     batches = [x[i : i + args.batch] for i in range(0, len(x), args.batch)]
     torch_fn = Predictor.from_file(str(model), device="cpu", amp=False).forward_fn()

@@ -50,8 +50,8 @@ def command(model: str, output: str, fmt: str | None, tile_size: int | None, bat
       geopsp export-model model.safetensors -o glaciers.onnx
       geopsp export-model model.safetensors -o catalog/glaciers.json --name "Everest glaciers"
     """
-    from geopsp.export import ExportOptions, export_model
+    from geopsp.export import ExportModelOptions, export_model
 
-    opts = ExportOptions(format=fmt, tile_size=tile_size, batch_size=batch_size, opset=opset,
+    opts = ExportModelOptions(format=fmt, tile_size=tile_size, batch_size=batch_size, opset=opset,
                          name=name, overwrite=overwrite)  # fmt: skip
     click.echo(export_model(model, output, opts).line())

@@ -6,6 +6,6 @@ metadata the QGIS plugin Deepness reads; ``stac``: a STAC Item with the Machine 
 extension. Importing this package imports neither torch nor onnx.
 """
 
-from geopsp.export.run import FORMATS, ExportError, ExportOptions, export_model, export_targets
+from geopsp.export.run import FORMATS, ExportError, ExportModelOptions, export_model, export_targets
 
-__all__ = ["FORMATS", "ExportError", "ExportOptions", "export_model", "export_targets"]
+__all__ = ["FORMATS", "ExportError", "ExportModelOptions", "export_model", "export_targets"]

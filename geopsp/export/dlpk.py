@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from geopsp.export.run import ExportOptions, default_name
+from geopsp.export.run import ExportModelOptions, default_name
 
 RASTER_FUNCTION = "GeopspClassifier.py"  # the class inside is named after the file, as Pro needs
 SOURCE = Path(__file__).with_name("raster_function.py")
@@ -105,7 +105,7 @@ def write_dlpk(
     predictor: Any,
     tile: int,
     overlap: int,
-    options: ExportOptions,
+    options: ExportModelOptions,
 ) -> str:
     """Write the ``.dlpk`` for ``model`` to ``output`` (atomically); returns a summary."""
     from geopsp.core.atomic import atomic_path, disk_error

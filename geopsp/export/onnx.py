@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from geopsp.export.run import ExportError, ExportOptions, default_name
+from geopsp.export.run import ExportError, ExportModelOptions, default_name
 
 log = logging.getLogger(__name__)
 POINTREND_MIN_OPSET = 16  # GridSample
@@ -168,7 +168,7 @@ def _torchscript_exporter() -> dict:
 
 
 def write_onnx(
-    output: str | os.PathLike, predictor: Any, tile: int, overlap: int, options: ExportOptions
+    output: str | os.PathLike, predictor: Any, tile: int, overlap: int, options: ExportModelOptions
 ) -> str:
     """Export ``predictor``'s network to ``output`` for ``tile`` x ``tile`` inputs.
 

@@ -23,7 +23,7 @@ class ExportError(GeopspError):
 
 
 @dataclass
-class ExportOptions:
+class ExportModelOptions:
     """Options of ``geopsp export-model`` (see docs/export-model.md).
 
     Parameters
@@ -102,7 +102,7 @@ def export_targets(metadata: dict) -> list[tuple[str, str]]:
 
 
 def export_model(
-    model: str | os.PathLike, output: str | os.PathLike, options: ExportOptions | None = None
+    model: str | os.PathLike, output: str | os.PathLike, options: ExportModelOptions | None = None
 ) -> ExportSummary:
     """Export the geopsp model file ``model`` to ``output``.
 
@@ -112,7 +112,7 @@ def export_model(
         A model file written by ``geopsp train``.
     output : path-like
         ``.dlpk``, ``.onnx`` or ``.json`` (STAC Item); written atomically.
-    options : ExportOptions, optional
+    options : ExportModelOptions, optional
 
     Returns
     -------
@@ -126,7 +126,7 @@ def export_model(
     from geopsp.classify.predictor import Predictor
     from geopsp.core.atomic import check_writable
 
-    options = options or ExportOptions()
+    options = options or ExportModelOptions()
     fmt = resolve_format(output, options.format)
     if options.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {options.batch_size}")

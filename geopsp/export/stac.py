@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from geopsp.export.run import ExportOptions, default_name
+from geopsp.export.run import ExportModelOptions, default_name
 
 MLM = "https://stac-extensions.github.io/mlm/v1.5.2/schema.json"
 CLASSIFICATION = "https://stac-extensions.github.io/classification/v1.1.0/schema.json"
@@ -138,7 +138,7 @@ def _hyperparameters(md: dict) -> dict:
 
 
 def write_stac(model: str | os.PathLike, output: str | os.PathLike, predictor: Any, tile: int,
-               options: ExportOptions) -> str:  # fmt: skip
+               options: ExportModelOptions) -> str:  # fmt: skip
     """Write the STAC Item JSON of ``model`` to ``output`` (atomically); returns a summary."""
     from geopsp.core.atomic import atomic_path, disk_error
     from geopsp.models.modelfile import parameter_count

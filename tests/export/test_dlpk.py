@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from geopsp.export import ExportOptions, export_model
+from geopsp.export import ExportModelOptions, export_model
 
 from .conftest import CLASSES, load_raster_function, run_as_arcgis, unpack_dlpk
 
@@ -20,7 +20,7 @@ REAL_EMD = Path(__file__).parent / "data" / "arcgis_learn" / "30e.emd"  # see PR
 
 def test_emd_has_the_documented_keys(tiny_model, tmp_path):
     out = tmp_path / "glaciers.dlpk"
-    summary = export_model(tiny_model, out, ExportOptions(batch_size=2))
+    summary = export_model(tiny_model, out, ExportModelOptions(batch_size=2))
     assert summary.format == "dlpk" and summary.tile == 64  # classify's default: 2 x chip 32
     with zipfile.ZipFile(out) as z:
         assert sorted(z.namelist()) == [
@@ -74,7 +74,7 @@ def test_extract_bands_are_zero_based_model_bands(tmp_path):
 
 def test_raster_function_protocol(tiny_model, tmp_path):
     out = tmp_path / "m.dlpk"
-    export_model(tiny_model, out, ExportOptions(batch_size=4))
+    export_model(tiny_model, out, ExportModelOptions(batch_size=4))
     emd = unpack_dlpk(out, tmp_path / "unpacked")
     # ArcGIS may pass the .emd's JSON text instead of its path (ModelFile then absolute).
     info = json.loads(emd.read_text())
@@ -129,7 +129,7 @@ def test_raster_function_matches_geopsp_classify(everest, everest_model, tmp_pat
     with rasterio.open(crop, "w", **prof) as dst:
         dst.write(image)
     out = tmp_path / "glaciers.dlpk"
-    summary = export_model(everest_model, out, ExportOptions(batch_size=4))
+    summary = export_model(everest_model, out, ExportModelOptions(batch_size=4))
     emd = unpack_dlpk(out, tmp_path / "unpacked")
     arcgis = run_as_arcgis(emd, image, mask, prof["transform"])
     classify([str(crop)], everest_model, tmp_path / "classes.tif",

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geopsp.core.normalize import normalize
-from geopsp.export import ExportOptions, export_model
+from geopsp.export import ExportModelOptions, export_model
 from geopsp.export.onnx import pool_matrix
 
 ort = pytest.importorskip("onnxruntime")
@@ -74,7 +74,7 @@ def write_arch_model(path, **arch):
 def test_onnxruntime_matches_torch(arch, everest, tmp_path, one_torch_thread):
     model = write_arch_model(tmp_path / "m.safetensors", **arch)
     out = tmp_path / "m.onnx"
-    summary = export_model(model, out, ExportOptions(opset=17))
+    summary = export_model(model, out, ExportModelOptions(opset=17))
     assert summary.tile == 96  # 2 x chip 48, a multiple of the output stride
     sess = session(out)
     (inp,), (outp,) = sess.get_inputs(), sess.get_outputs()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from geopsp.export import ExportOptions, export_model
+from geopsp.export import ExportModelOptions, export_model
 from geopsp.export.stac import semver
 
 from .conftest import CLASSES
@@ -44,7 +44,7 @@ def validator():
 def item(tiny_model, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("stac") / "catalog" / "glaciers.json"
     out.parent.mkdir()
-    summary = export_model(tiny_model, out, ExportOptions(name="Everest glaciers v1"))
+    summary = export_model(tiny_model, out, ExportModelOptions(name="Everest glaciers v1"))
     assert summary.format == "stac"
     return json.loads(out.read_text()) | {"_path": str(out)}
 
