@@ -96,7 +96,7 @@ class OutputSet:
 
         if not self.write:
             return self
-        try:
+        with self._aborting():
             for name, (path, prof) in self.targets.items():
                 side = (".aux.xml",) if name == "classes" else ()
                 fixed = stage = None
@@ -115,12 +115,6 @@ class OutputSet:
                     target = self._stage[name] = stage or temp_name(path)
                 dst = self._dst[name] = rasterio.open(target, "w", **prof)
                 self._describe(name, dst)
-        except OSError as exc:
-            self._abort(exc)
-            raise disk_error(exc, self.output) from exc
-        except BaseException as exc:
-            self._abort(exc)
-            raise
         return self
 
     def _describe(self, name: str, dst) -> None:
@@ -185,6 +179,18 @@ class OutputSet:
                 dst.close()
         self._dst.clear()
 
+    @contextlib.contextmanager
+    def _aborting(self):
+        """Remove every partial output when the body fails; a failing disk says so."""
+        try:
+            yield
+        except OSError as exc:
+            self._abort(exc)
+            raise disk_error(exc, self.output) from exc
+        except BaseException as exc:
+            self._abort(exc)
+            raise
+
     def _abort(self, exc: BaseException) -> None:
         """Close everything and let atomic_path remove the temporary files."""
         self._close_all()
@@ -205,7 +211,7 @@ class OutputSet:
             if full:
                 raise disk_error(OSError(errno.ENOSPC, "no space left"), self.output) from exc
             return
-        try:
+        with self._aborting():
             for dst in self._dst.values():
                 dst.close()
             self._dst.clear()
@@ -213,12 +219,6 @@ class OutputSet:
                 rasters.to_cog(stage, self._final_tmp[name], self.opts.creation_options)
                 stage.unlink()
             rasters.write_sidecars(self._final_tmp["classes"], self.classes)
-        except OSError as e:
-            self._abort(e)
-            raise disk_error(e, self.output) from e
-        except BaseException as e:
-            self._abort(e)
-            raise
         self._stack.close()  # renames every output into place
         with atomic_path(rasters.qml_path(self.output), overwrite=True) as q:
             q.write_text(rasters.qml(self.classes), encoding="utf-8")
