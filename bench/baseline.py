@@ -80,11 +80,11 @@ def train_baseline(chips: Path, seconds: float, seed: int = 0) -> tuple[torch.nn
 
 
 @torch.inference_mode()
-def predict_raster(
-    model: torch.nn.Module, chips: Path, image: Path, out: Path, tile: int = 128
-) -> None:
-    """Map ``image`` with a half-overlapping sliding window; write a geopsp-style class raster."""
+def predict_raster(model: torch.nn.Module, chips: Path, image: Path, out: Path) -> None:
+    """Map ``image`` with a half-overlapping sliding window of the chip size; write a
+    geopsp-style class raster."""
     mean, std = _stats(chips)
+    tile = int(json.loads((chips / "stats.json").read_text())["chip_size"])
     classes = load_classes(chips / "classes.json")
     with rasterio.open(image) as src:
         x = src.read().astype(np.float32)
