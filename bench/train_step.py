@@ -37,8 +37,15 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+try:
+    from geopsp.train.config import CPU_ARCH_DEFAULTS
+except ImportError:  # an older tree (--baseline-tree) trained the same network on every device
+    CPU_ARCH_DEFAULTS = {}
+
 CONFIGS: dict[str, dict] = {
-    "default": {},
+    "default": {},  # the model's defaults: what `geopsp train` builds on CUDA
+    "cpu-default": dict(CPU_ARCH_DEFAULTS),  # what `geopsp train` builds on a CPU
+    "os16-no-pointrend": {"output_stride": 16, "pointrend": False},
     "os16": {"output_stride": 16},
     "upsample": {"decoder": "upsample"},
     "no-pointrend": {"pointrend": False},

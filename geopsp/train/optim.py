@@ -34,7 +34,9 @@ def make_optimizer(name: str, model: torch.nn.Module, lr: float) -> torch.optim.
     ]
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
-    return torch.optim.AdamW(groups, lr=lr)
+    # fused: one kernel updates every tensor; the per-tensor loop was ~9 % of a CPU step on
+    # 128 px chips (bench/train_step.py). CPU and CUDA both have it; GradScaler supports it.
+    return torch.optim.AdamW(groups, lr=lr, fused=True)
 
 
 def lr_factor(schedule: str, step: int, total: int) -> float:
