@@ -27,20 +27,24 @@ rio clip "$image" "$out/test_area.tif" --bounds "493000 3088490 502000 3108140"
 geopsp export-chips "$out/train_area.tif" --labels "$outlines" -o "$out/chips" \
     --chip-size 128 --stride 64 --val-fraction 0.15
 
-# 3. Train a small PSPNet on the CPU (about 2-3 minutes on 2 cores). Output stride 16 costs
-#    2.6x fewer FLOPs than 8; no pretrained weights, so no download; the whole one-cycle
-#    schedule runs (--patience 0) because validation on 12 chips is noisy.
-geopsp train "$out/chips" -o "$out/model" --backbone resnet18 --encoder-weights none \
-    --output-stride 16 --epochs 30 --patience 0 --batch-size 8 --lr 0.001
+# 3. Train a PSPNet on the CPU for three minutes: --time-limit fits the number of steps and the
+#    learning-rate schedule to the budget (on a CPU the default network is the cheaper output
+#    stride 16 without PointRend). No pretrained weights, so no download.
+geopsp train "$out/chips" -o "$out/model" --encoder-weights none --time-limit 3m
 
-# 4. Classify the held-out area.
-geopsp classify "$out/test_area.tif" -m "$out/model/model.safetensors" -o "$out/glaciers.tif"
+# 4. Classify the held-out area, averaging the 8 rotations/reflections of every window.
+geopsp classify "$out/test_area.tif" -m "$out/model/model.safetensors" -o "$out/glaciers.tif" \
+    --tta d4
 
 # 5. Accuracy of the map against the glacier inventory.
 geopsp evaluate "$out/glaciers.tif" --reference "$outlines" --plot "$out/confusion.png" \
     | tee "$out/accuracy.txt"
+geopsp evaluate "$out/glaciers.tif" --reference "$outlines" --json > "$out/accuracy.json"
 
-# 6. A side-by-side picture: image, reference, prediction.
-python "$here/docs/examples/preview.py" "$out/test_area.tif" "$outlines" "$out/glaciers.tif" "$out/preview.png"
+# 6. A side-by-side picture: image, reference, prediction (with its mIoU).
+python "$here/docs/examples/preview.py" "$out/test_area.tif" "$outlines" "$out/glaciers.tif" \
+    "$out/preview.png" "$out/accuracy.json"
 
+miou=$(python -c "import json, sys; print(f\"{json.load(sys.stdin)['miou']:.3f}\")" < "$out/accuracy.json")
+echo "held-out mIoU (east of 493000 m, never seen in training): $miou"
 echo "demo finished in $(( $(date +%s) - start )) s; outputs in $out/"

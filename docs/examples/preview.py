@@ -1,13 +1,15 @@
 """Side-by-side picture of an image, its reference labels and a geopsp class map.
 
-usage: python preview.py IMAGE REFERENCE CLASSES.tif OUT.png
+usage: python preview.py IMAGE REFERENCE CLASSES.tif OUT.png [ACCURACY.json]
 
 REFERENCE is a label vector or raster (put on the class map's grid the same way
 ``geopsp evaluate`` does); colors and the legend come from the class map's class table.
+ACCURACY.json (``geopsp evaluate --json``) puts the map's mIoU in the prediction's title.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 
 import matplotlib
@@ -29,7 +31,15 @@ def colorize(values: np.ndarray, classes) -> np.ndarray:
     return rgb
 
 
-def main(image: str, reference: str, prediction: str, out: str) -> None:
+def _title(accuracy: str) -> str:
+    if not accuracy:
+        return "geopsp prediction"
+    with open(accuracy, encoding="utf-8") as f:
+        miou = json.load(f)["miou"]
+    return f"geopsp prediction (mIoU {miou:.3f})"
+
+
+def main(image: str, reference: str, prediction: str, out: str, accuracy: str = "") -> None:
     with rasterio.open(prediction) as pred_src:
         pred = pred_src.read(1)
         classes = read_classes(pred_src)
@@ -44,7 +54,7 @@ def main(image: str, reference: str, prediction: str, out: str) -> None:
     for ax, data, title in zip(
         axes,
         (img, colorize(ref, classes), colorize(pred, classes)),
-        ("image", "reference", "geopsp prediction"),
+        ("image", "reference", _title(accuracy)),
         strict=True,
     ):
         ax.imshow(data, cmap="gray" if data.ndim == 2 else None, interpolation="nearest")
@@ -56,6 +66,6 @@ def main(image: str, reference: str, prediction: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 5:
+    if len(sys.argv) not in (5, 6):
         sys.exit(__doc__)
     main(*sys.argv[1:])

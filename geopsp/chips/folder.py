@@ -36,6 +36,7 @@ class Chip:
     label: Path
     split: str  # train | val | gap
     counts: dict[int, int] | None = None  # label pixels per class value, when the index has them
+    origin: tuple[str, int, int] | None = None  # (source, row_off, col_off) when the index has it
 
 
 @dataclass
@@ -108,11 +109,13 @@ def _open_geopsp(folder: Path) -> ChipSet:
         wh = df[["width", "height"]].to_numpy(float)
         splits = list(spatial_split(np.hstack([b, b + wh]), df["source"].astype(str), 0.1))
     count_cols = [c for c in df.columns if c.startswith("count_") and c[6:].isdigit()]
+    placed = {"source", "row_off", "col_off"} <= set(df.columns)
     chips = []
     for i, row in enumerate(df.itertuples(index=False)):
         counts = {int(c[6:]): int(getattr(row, c)) for c in count_cols} if count_cols else None
         img, lab = folder / str(row.image), folder / str(row.label)
-        chips.append(Chip(img, lab, splits[i], counts))
+        origin = (f"{folder}|{row.source}", int(row.row_off), int(row.col_off)) if placed else None
+        chips.append(Chip(img, lab, splits[i], counts, origin))
     first = _raster_info(chips[0].image)
     band_count = int(stats.get("band_count") or first["count"])
     size = stats.get("chip_size") or first["shape"]

@@ -49,8 +49,10 @@ def _fmt(x, pct: bool = False) -> str:
 def epoch_line(row: dict, epochs: int, time_limit: float | None = None) -> str:
     """One summary line per epoch (with a time limit: the run's elapsed time too)."""
     clock = f"  [{row['elapsed']:.0f}/{time_limit:.0f} s]" if time_limit else ""
+    from geopsp.train.config import epoch_label
+
     return (
-        f"epoch {row['epoch']}/{epochs}  train loss {_fmt(row['train_loss'])}  "
+        f"{epoch_label(row['epoch'], epochs)}  train loss {_fmt(row['train_loss'])}  "
         f"val loss {_fmt(row['val_loss'])}  accuracy {_fmt(row['pixel_accuracy'], True)}  "
         f"mIoU {_fmt(row['miou'])}  lr {row['lr']:.2e}  {row['seconds']:.1f} s"
         + clock
@@ -77,14 +79,25 @@ def class_table(rows: list[dict]) -> str:
 @options.config
 @_option("--backbone", "Encoder (smp name or tu-<timm>).  [default: resnet18]")
 @_option("--encoder-weights", "imagenet, none, or an encoder weights file.  [default: imagenet]")
-@_option("--output-stride", "Encoder output stride.  [default: 8]", ["8", "16"])
+@_option(
+    "--output-stride",
+    "Encoder output stride. On a CPU the cheaper 16 trains more epochs in the same time and "
+    "made better held-out maps (docs/performance.md).  [default: 8 on CUDA, 16 on a CPU]",
+    ["8", "16"],
+)
 @_option("--pyramid-sizes", "Pyramid pooling bin sizes.  [default: 1,3,5,6]")
 @_option(
     "--decoder", "Decoder: fpn (sharper edges) or upsample.  [default: fpn]", ["fpn", "upsample"]
 )
-@_option("--pointrend/--no-pointrend", "PointRend boundary refinement.  [default: on]")
 @_option(
-    "--epochs", "Epochs (an upper bound with --patience or --time-limit).  [default: 20]", type=int
+    "--pointrend/--no-pointrend",
+    "PointRend boundary refinement.  [default: on with CUDA, off on a CPU]",
+)
+@_option(
+    "--epochs",
+    "Epochs (an upper bound with --patience or --time-limit).  [default: 20; none with "
+    "--time-limit]",
+    type=int,
 )
 @_option(
     "--time-limit",
@@ -98,7 +111,7 @@ def class_table(rows: list[dict]) -> str:
 @_option("--batch-size", "Chips per step (per process).  [default: 8]", type=int)
 @_option(
     "--lr",
-    "Peak learning rate; auto runs a short range test.  [default: auto]",
+    "Peak learning rate; auto runs a short range test.  [default: 0.001 with adamw, 0.01 with sgd]",
     metavar="auto|FLOAT",
 )
 @_option("--optimizer", "Optimizer.  [default: adamw]", ["adamw", "sgd"])
@@ -107,10 +120,10 @@ def class_table(rows: list[dict]) -> str:
 )
 @_option(
     "--loss",
-    "Loss; 255 labels are always ignored.  [default: ce]",
+    "Loss; 255 labels are always ignored.  [default: ce+dice]",
     ["ce", "focal", "dice", "ce+dice"],
 )
-@_option("--class-weights", "auto: median-frequency balancing.  [default: none]", ["none", "auto"])
+@_option("--class-weights", "auto: median-frequency balancing.  [default: auto]", ["none", "auto"])
 @_option(
     "--ignore-classes", "Class values to leave out (their pixels are ignored).", metavar="V,..."
 )
@@ -122,15 +135,26 @@ def class_table(rows: list[dict]) -> str:
 )
 @_option("--augment", "Geometric augmentation.  [default: d4]", ["d4", "flips", "none"])
 @_option(
+    "--sampling",
+    "grid: the exported chips as they are; windows: each epoch, every training chip becomes "
+    "a window shifted at random by up to half a chip within the exported area (validation "
+    "chips' pixels never).  [default: grid]",
+    ["grid", "windows"],
+)
+@_option(
     "--color-jitter", "Per-band scale/shift jitter (normalized units).  [default: 0.0]", type=float
 )
 @_option(
     "--patience",
-    "Stop after this many epochs without improvement (0: never).  [default: 5]",
+    "Stop after this many epochs without improvement (0: never).  [default: 5; 0 with "
+    "--time-limit]",
     type=int,
 )
 @_option(
-    "--monitor", "Validation score that picks the best model.  [default: miou]", ["miou", "loss"]
+    "--monitor",
+    "Validation score that picks the best model; last: the final epoch's weights.  [default: "
+    "miou; last with --time-limit]",
+    ["miou", "loss", "last"],
 )
 @options.device
 @options.threads
@@ -149,9 +173,10 @@ def command(
 ) -> None:
     """Train a PSPNet on one or more chip folders (export-chips or ArcGIS Classified_Tiles).
 
-    Writes OUTPUT/model.safetensors (best epoch), last.ckpt (for --resume), metrics.csv,
-    curves.png, val_preview.png and config.yaml (reusable with -c). Under
-    `torchrun --nproc-per-node N -m geopsp train ...` each process trains on a shard (DDP).
+    Writes OUTPUT/model.safetensors (the best epoch; with --time-limit the last),
+    last.ckpt (for --resume), metrics.csv, curves.png, val_preview.png and config.yaml
+    (reusable with -c). Under `torchrun --nproc-per-node N -m geopsp train ...` each process
+    trains on a shard (DDP).
     """
     import time
 
@@ -201,8 +226,9 @@ def command(
             f"stopped early after epoch {result.epochs_run}: {result.monitor} stopped improving"
         )
     best = result.best_metrics
+    which = "last epoch" if result.monitor == "last" else "best epoch"
     click.echo(
-        f"best epoch {result.best_epoch}: accuracy {_fmt(best.get('pixel_accuracy'), True)}, "
+        f"{which} {result.best_epoch}: accuracy {_fmt(best.get('pixel_accuracy'), True)}, "
         f"mIoU {_fmt(best.get('miou'))}, val loss {_fmt(best.get('val_loss'))}"
     )
     click.echo(class_table(result.per_class))

@@ -98,7 +98,8 @@ def plot_curves(path: Path, history: list[dict], monitor: str) -> None:
     if best:
         for ax in (ax1, ax2):
             ax.axvline(best[-1], color="gray", ls="--", lw=1)
-    fig.suptitle(f"best epoch by {monitor}: {best[-1] if best else '-'}")
+    kept = "model: last epoch" if monitor == "last" else f"best epoch by {monitor}"
+    fig.suptitle(f"{kept}: {best[-1] if best else '-'}")
     _save(fig, path)
 
 

@@ -22,7 +22,13 @@ from geopsp.core.classes import to_dicts
 from geopsp.core.errors import Interrupted, ResourceError, UsageError
 from geopsp.core.runtime import Runtime, barrier, setup, teardown
 from geopsp.train.budget import BudgetedLoader, TimeBudget, start_plan
-from geopsp.train.config import TrainConfig, resolve, saved_options
+from geopsp.train.config import (
+    TrainConfig,
+    arch_defaults,
+    epoch_label,
+    resolve,
+    saved_options,
+)
 from geopsp.train.outputs import check_output, clean, model_metadata
 from geopsp.train.setup import Session, build_session, seed_everything
 
@@ -67,6 +73,8 @@ class TrainResult:
 
 
 def _better(score: float, best: float | None, monitor: str) -> bool:
+    if monitor == "last":  # every epoch replaces the model: the run keeps its final weights
+        return True
     if not np.isfinite(score):
         return False
     if best is None:
@@ -117,6 +125,7 @@ def train(
     cfg = resolve(config, ckpt["options"] if ckpt else None)
     out, in_place = check_output(cfg)
     rt = setup(cfg.device)
+    arch_defaults(cfg, rt.device.type, ckpt["architecture"] if ckpt else None)
     created = False
     finished = 0
     det = (
@@ -243,13 +252,13 @@ def _run_epoch(cfg, s: Session, rt, epoch: int, epochs: int, progress, clock, lo
     batches = s.data.train_loader if loader is None else loader
     tr = run_epoch(
         s.model, batches, s.optimizer, s.scheduler, s.scaler, s.criterion, s.weight,
-        s.accel, AUX_WEIGHT, rt, f"epoch {epoch}/{epochs}", progress,
+        s.accel, AUX_WEIGHT, rt, epoch_label(epoch, epochs), progress,
     )  # fmt: skip
     t0 = time.monotonic()
     va = validate(s.plain, s.data.val_loader, s.criterion, len(s.classes), s.accel, rt)
     val_seconds = time.monotonic() - t0
     clock.add_val(val_seconds)
-    score = va["miou"] if cfg.monitor == "miou" else va["val_loss"]
+    score = va["val_loss"] if cfg.monitor == "loss" else va["miou"]
     is_best = _better(score, s.state.best_score, cfg.monitor)
     summary = {k: va[k] for k in ("val_loss", "pixel_accuracy", "miou", "kappa")}
     row = {

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 LR_TEST_BATCHES = 10
 BUDGET_FALLBACK_LR = 1e-3  # when a time limit leaves no room for the range test
+WINDOW_MOSAIC_BYTES = 2 << 30  # --sampling windows keeps the training area in memory up to this
 
 
 @dataclass
@@ -231,9 +232,7 @@ def _loaders(cfg: TrainConfig, chips: ChipSet, classes, mean, std, bs: int, rt: 
     common = dict(
         lut=value_lut(classes), mean=mean, std=std, chip_size=chips.chip_size, seed=cfg.seed
     )
-    train_set = ChipDataset(
-        chips.split("train"), augment=cfg.augment, color_jitter=float(cfg.color_jitter), **common
-    )
+    train_set = _train_set(cfg, chips, common)
     val_set = ChipDataset(chips.split("val"), **common)
     sampler = EpochSampler(len(train_set), True, cfg.seed, rt.rank, rt.world)
     cuda = rt.device.type == "cuda"
@@ -242,6 +241,29 @@ def _loaders(cfg: TrainConfig, chips: ChipSet, classes, mean, std, bs: int, rt: 
     val_part = torch.utils.data.Subset(val_set, shard(len(val_set), rt.rank, rt.world))
     val_loader = DataLoader(val_part, batch_size=bs, shuffle=False, **kw)
     return Loaders(train_set, val_set, sampler, train_loader, val_loader)
+
+
+def _train_set(cfg: TrainConfig, chips: ChipSet, common: dict) -> ChipDataset:
+    """Training chips: random windows of their area (``--sampling windows``) where the folder
+    records where its chips lie and the area fits in memory, else the fixed grid."""
+    from geopsp.train.windows import WindowDataset, mosaic_bytes
+
+    train = chips.split("train")
+    kw = dict(augment=cfg.augment, color_jitter=float(cfg.color_jitter), **common)
+    if cfg.sampling != "windows":
+        return ChipDataset(train, **kw)
+    area = [c for c in chips.chips if c.origin is not None]
+    if len(area) < len(chips.chips):
+        log.info("--sampling windows: the chips do not record their position; using the grid")
+        return ChipDataset(train, **kw)
+    size = mosaic_bytes(area, chips.band_count, 4, chips.chip_size)
+    if size > WINDOW_MOSAIC_BYTES:
+        log.warning(
+            "--sampling windows: the training area needs %.1f GiB in memory; using the grid",
+            size / 2**30,
+        )
+        return ChipDataset(train, **kw)
+    return WindowDataset(train, area, **kw)
 
 
 def _class_weight(cfg: TrainConfig, train_chips, classes, rt: Runtime) -> torch.Tensor | None:

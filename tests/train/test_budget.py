@@ -184,8 +184,8 @@ def test_cli_run_ends_within_its_time_limit(chip_folder, tmp_path, one_torch_thr
     chips = chip_folder(n=24)
     out = tmp_path / "run"
     limit = 20
-    args = ["-q", "train", str(chips), "-o", str(out), *TINY_ARGS, "--epochs", "10000",
-            "--patience", "0", "--time-limit", f"{limit}s"]  # fmt: skip
+    args = ["-q", "train", str(chips), "-o", str(out), *TINY_ARGS,
+            "--time-limit", f"{limit}s"]  # fmt: skip
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
     with open(out / "metrics.csv", newline="") as f:
@@ -203,3 +203,10 @@ def test_cli_run_ends_within_its_time_limit(chip_folder, tmp_path, one_torch_thr
         assert (out / name).stat().st_size > 0, name
     ckpt = torch.load(out / "last.ckpt", weights_only=True)
     assert ckpt["time_limit"] == limit and 0 < ckpt["elapsed"] <= limit * 1.05 + 3
+    # A timed run's model file holds its last weights (--monitor last), not a best epoch.
+    from safetensors.torch import load_file
+
+    saved = load_file(str(out / "model.safetensors"))
+    assert saved.keys() <= ckpt["model"].keys()
+    assert all(torch.equal(saved[k], ckpt["model"][k]) for k in saved)
+    assert all(row["best"] == "True" for row in history)

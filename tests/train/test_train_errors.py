@@ -139,27 +139,33 @@ def test_resume_needs_more_epochs_and_a_real_checkpoint(finished_run, tmp_path):
 
 def test_help_defaults_match_the_model_defaults():
     from geopsp.models import DEFAULT_ARCH
-    from geopsp.train.config import DEFAULTS
+    from geopsp.train.config import CPU_ARCH_DEFAULTS, DEFAULTS, LR_DEFAULTS, TIME_LIMIT_DEFAULTS
 
     res = CliRunner().invoke(cli, ["train", "--help"], terminal_width=200)
     assert res.exit_code == 0
     text = " ".join(res.output.split())
     assert f"[default: {DEFAULT_ARCH['backbone']}]" in text
-    assert f"[default: {DEFAULT_ARCH['output_stride']}]" in text
+    stride = (
+        f"{DEFAULT_ARCH['output_stride']} on CUDA, {CPU_ARCH_DEFAULTS['output_stride']} on a CPU"
+    )
+    assert f"[default: {stride}]" in text
     assert f"[default: {','.join(map(str, DEFAULT_ARCH['pyramid_sizes']))}]" in text
     assert f"[default: {DEFAULT_ARCH['decoder']}]" in text
-    assert ("[default: on]" in text) == DEFAULT_ARCH["pointrend"]
-    for key in (
-        "epochs",
-        "batch_size",
-        "lr",
-        "optimizer",
-        "schedule",
-        "loss",
-        "augment",
-        "monitor",
-    ):
+
+    def on(flag: bool) -> str:
+        return "on" if flag else "off"
+
+    pointrend = (
+        f"{on(DEFAULT_ARCH['pointrend'])} with CUDA, {on(CPU_ARCH_DEFAULTS['pointrend'])} on a CPU"
+    )
+    assert f"[default: {pointrend}]" in text
+    assert f"[default: {LR_DEFAULTS['adamw']} with adamw, {LR_DEFAULTS['sgd']} with sgd]" in text
+    for key in ("batch_size", "optimizer", "schedule", "loss", "augment", "class_weights",
+                "sampling"):  # fmt: skip
         assert f"[default: {DEFAULTS[key]}]" in text, key
+    for key in ("epochs", "patience", "monitor"):
+        timed = "none" if key == "epochs" else TIME_LIMIT_DEFAULTS[key]
+        assert f"[default: {DEFAULTS[key]}; {timed} with --time-limit]" in text, key
 
 
 def test_resume_counts_the_time_the_checkpoint_spent(finished_run):
