@@ -51,8 +51,11 @@ class GeopspGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         verbosity = ctx.params.get("verbose", 0)
+        from geopsp.core.interrupts import sigint_never_lost
+
         try:
-            return super().invoke(ctx)
+            with sigint_never_lost():
+                return super().invoke(ctx)
         except GeopspError as exc:
             if verbosity >= 2:
                 traceback.print_exc(file=sys.stderr)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from geopsp.core.classes import IGNORE
+from geopsp.core.interrupts import raise_if_interrupted
 from geopsp.core.progress import bar
 from geopsp.core.runtime import Runtime, all_sum
 from geopsp.evaluate.metrics import scores
@@ -111,6 +112,7 @@ def run_epoch(
             pb.update(1)
             if i % 10 == 9:  # reading the loss synchronises the GPU: only now and then
                 pb.set_postfix(loss=f"{(loss_sum / count).item():.4f}")
+            raise_if_interrupted()  # a Ctrl-C swallowed while workers started
     stats = all_sum(torch.stack([loss_sum, count]), rt)
     loss_mean = float(stats[0] / stats[1]) if stats[1] > 0 else float("nan")
     if not np.isfinite(loss_mean):

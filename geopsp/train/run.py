@@ -20,6 +20,7 @@ import torch
 
 from geopsp.core.classes import to_dicts
 from geopsp.core.errors import Interrupted, ResourceError, UsageError
+from geopsp.core.interrupts import raise_if_interrupted
 from geopsp.core.runtime import Runtime, barrier, setup, teardown
 from geopsp.train.budget import BudgetedLoader, TimeBudget, start_plan
 from geopsp.train.config import (
@@ -205,6 +206,7 @@ def _fit(cfg, s: Session, rt: Runtime, out: Path, clock: TimeBudget, calls, prog
             if on_epoch is not None:
                 on_epoch(dict(row))
         barrier(rt)
+        raise_if_interrupted()
         done = int(s.scheduler.last_epoch)
         if plan is not None and plan.refit(done, epoch + 1, 0) <= done:
             break  # the time limit's planned steps are done
