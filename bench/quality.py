@@ -100,7 +100,7 @@ class Result:
 def geopsp(*args: str) -> str:
     """Run a geopsp command as a user would, returning its stdout."""
     cmd = [sys.executable, "-m", "geopsp", "-q", *args]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
+    done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{shlex.join(cmd)} failed:\n{done.stderr[-2000:]}")
     return done.stdout

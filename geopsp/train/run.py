@@ -217,7 +217,7 @@ def _fit(cfg, s: Session, rt: Runtime, out: Path, clock: TimeBudget, calls, prog
             )
             break
     if rt.is_main:
-        _write_preview(s, out, best_weights)
+        _write_preview(s, out, best_weights, cfg.monitor == "last")
     return _result(cfg, s, rt, out, stopped, clock)
 
 
@@ -279,7 +279,7 @@ def _run_epoch(cfg, s: Session, rt, epoch: int, epochs: int, progress, clock, lo
     row = clean(row)
     best = {"epoch": epoch, **summary, "per_class": per_class_rows(va, s.classes)}
     s.state.record(epoch, row, score, best if is_best else None)
-    if not is_best:
+    if not is_best or cfg.monitor == "last":  # the final weights are the model's own
         return row, None
     return row, {k: v.detach().to("cpu", copy=True) for k, v in s.plain.state_dict().items()}
 
@@ -316,22 +316,26 @@ def _write_epoch(cfg, s: Session, out: Path, is_best: bool, clock: TimeBudget) -
     plot_curves(out / "curves.png", st.history, cfg.monitor)
 
 
-def _write_preview(s: Session, out: Path, best_weights: dict | None) -> None:
-    """``val_preview.png`` from the best epoch's weights (the current ones are put back)."""
+def _write_preview(s: Session, out: Path, best_weights: dict | None, last: bool) -> None:
+    """``val_preview.png`` from the model file's weights: the current ones with ``--monitor
+    last``, else the best epoch's (the current ones are put back)."""
     from geopsp.train.loop import predict_chips
     from geopsp.train.outputs import plot_preview
 
-    if best_weights is None:  # the best epoch was before a resume: read it back
-        from safetensors.torch import load_file
+    current = None
+    if not last:
+        if best_weights is None:  # the best epoch was before a resume: read it back
+            from safetensors.torch import load_file
 
-        best_weights = load_file(str(out / "model.safetensors"))
-    current = {k: v.detach().to("cpu", copy=True) for k, v in s.plain.state_dict().items()}
-    s.plain.load_state_dict(best_weights)
+            best_weights = load_file(str(out / "model.safetensors"))
+        current = {k: v.detach().to("cpu", copy=True) for k, v in s.plain.state_dict().items()}
+        s.plain.load_state_dict(best_weights)
     n = len(s.data.val_set)
     idx = sorted({int(i) for i in np.linspace(0, n - 1, min(PREVIEW_CHIPS, n))})
     chips = predict_chips(s.plain, s.data.val_set, idx, s.accel)
     plot_preview(out / "val_preview.png", *chips, s.classes)
-    s.plain.load_state_dict(current)
+    if current is not None:
+        s.plain.load_state_dict(current)
 
 
 def _result(cfg, s: Session, rt, out: Path, stopped: bool, clock: TimeBudget) -> TrainResult:
