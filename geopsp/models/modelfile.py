@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -176,9 +177,9 @@ def save_model(path: str | os.PathLike, model: Any, metadata: dict, overwrite: b
     ----------
     path : path-like
         Output file (``.safetensors``).
-    model : torch.nn.Module
+    model : torch.nn.Module or mapping of tensors
         A model from :func:`geopsp.models.build_model` (its ``arch`` fills a missing
-        ``architecture``).
+        ``architecture``), or its state dict (e.g. a kept copy of an earlier epoch's weights).
     metadata : dict
         JSON-serialisable metadata (``METADATA_KEYS``); ``format_version`` and
         ``geopsp_version`` are filled in, absent optional keys become ``None``.
@@ -193,6 +194,7 @@ def save_model(path: str | os.PathLike, model: Any, metadata: dict, overwrite: b
     # Save the bare network of a DDP- or torch.compile-wrapped model, without key prefixes.
     model = getattr(model, "module", model)
     model = getattr(model, "_orig_mod", model)
+    tensors = model if isinstance(model, Mapping) else model.state_dict()
     md = {k: None for k in METADATA_KEYS}
     md.update(metadata)
     if md.get("architecture") is None and hasattr(model, "arch"):
@@ -204,7 +206,7 @@ def save_model(path: str | os.PathLike, model: Any, metadata: dict, overwrite: b
     except (TypeError, ValueError) as exc:
         raise ModelFileError(f"model metadata is not JSON-serialisable: {exc}") from exc
     # Contiguous clones: safetensors refuses shared or strided storage (channels_last models).
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     blob = save(state, metadata={METADATA_KEY: text})
     # The checksum covers the tensor bytes, which do not depend on the header; rewrite the
     # header with it (8-byte aligned, space-padded as the format requires).

@@ -32,7 +32,10 @@ REPLAN_FRACTION = 0.05  # re-fit the plan every 5 % of the planned steps
 # A re-fit closer than this to the current total keeps it: the schedule does not twitch with
 # the noise of the step timings.
 KEEP_WITHIN = 0.02
-DEFAULT_OUTPUTS_S = 2.0  # writing one epoch's files, until measured
+DEFAULT_OUTPUTS_S = 2.0  # writing the outputs once, until measured
+# The model file and last.ckpt are written at most this often (and after the last epoch):
+# see geopsp.train.saving.
+SAVE_EVERY_S = 60.0
 
 
 def parse_duration(text: str | float | int) -> float:
@@ -98,7 +101,7 @@ class Costs:
 
     step: float  # one optimizer step, data loading included
     val: float  # one validation pass
-    outputs: float = DEFAULT_OUTPUTS_S  # writing one epoch's files (model, last.ckpt, plots)
+    outputs: float = DEFAULT_OUTPUTS_S  # writing the outputs once (model, last.ckpt, plots)
     final: float = DEFAULT_OUTPUTS_S  # the end of the run (val_preview.png)
 
 
@@ -108,8 +111,9 @@ def plan_steps(
     """How many more optimizer steps fit in ``remaining`` seconds.
 
     Running ``n`` more steps from ``in_epoch`` steps into the current epoch costs ``n`` steps,
-    one validation and one set of epoch outputs for every epoch that ends (a partial last epoch
-    is validated too), and the end of the run once.
+    one validation for every epoch that ends (a partial last epoch is validated too), one write
+    of the outputs per :data:`SAVE_EVERY_S` seconds of steps (at most one
+    per epoch, at least the last one), and the end of the run once.
 
     Parameters
     ----------
@@ -133,7 +137,10 @@ def plan_steps(
 
     def cost(n: int) -> float:
         validations = math.ceil((in_epoch + n) / spe) if n else 0
-        return n * costs.step + validations * (costs.val + costs.outputs) + costs.final
+        # The large files are written at most every SAVE_EVERY_S seconds and after the last
+        # epoch, not after every validation.
+        saves = min(validations, 1 + int(n * costs.step / SAVE_EVERY_S))
+        return n * costs.step + validations * costs.val + saves * costs.outputs + costs.final
 
     lo, hi = 0, max(int(max_steps), 0)  # cost() grows with n: the largest n that fits
     while lo < hi:

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geopsp.core.classes import to_dicts
 from geopsp.core.errors import Interrupted, ResourceError, UsageError
 from geopsp.core.interrupts import raise_if_interrupted
 from geopsp.core.runtime import Runtime, barrier, setup, teardown
@@ -30,7 +29,8 @@ from geopsp.train.config import (
     resolve,
     saved_options,
 )
-from geopsp.train.outputs import check_output, clean, model_metadata
+from geopsp.train.outputs import check_output, clean
+from geopsp.train.saving import EpochWriter
 from geopsp.train.setup import Session, build_session, seed_everything
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,6 @@ OUTPUT_FILES = (
     "val_preview.png",
     "config.yaml",
 )
-PREVIEW_CHIPS = 4
 # torch.OutOfMemoryError is the public name since torch 2.5; older versions have the CUDA one.
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
@@ -177,7 +176,7 @@ def _amp_name(s: Session) -> str:
 
 def _fit(cfg, s: Session, rt: Runtime, out: Path, clock: TimeBudget, calls, progress):
     """Train from the session's state to ``cfg.epochs``, early stopping or the end of the
-    time limit's planned steps, writing the outputs after every epoch on rank 0."""
+    time limit's planned steps, writing the outputs on rank 0 (:class:`EpochWriter`)."""
     from geopsp.train.outputs import write_config
 
     on_epoch, on_start = calls
@@ -192,32 +191,30 @@ def _fit(cfg, s: Session, rt: Runtime, out: Path, clock: TimeBudget, calls, prog
     plan = start_plan(cfg.time_limit, s, rt, clock, epochs)
     if rt.is_main and on_start is not None:
         on_start(_start_info(s, rt, epochs, cfg.time_limit))
-    best_weights = None
+    writer = EpochWriter(cfg, s, out, clock) if rt.is_main else None
     stopped = False
     for epoch in range(st.epoch + 1, epochs + 1):
         done = int(s.scheduler.last_epoch)
         loader = None if plan is None else BudgetedLoader(s.data.train_loader, plan, done, epoch)
         row, weights = _run_epoch(cfg, s, rt, epoch, epochs, progress, clock, loader)
-        best_weights = weights if weights is not None else best_weights
-        if rt.is_main:
-            t0 = time.monotonic()
-            _write_epoch(cfg, s, out, bool(row["best"]), clock)
-            clock.add_outputs(time.monotonic() - t0)
+        done = int(s.scheduler.last_epoch)
+        # Decided before writing, so the last epoch's outputs are always written.
+        spent = plan is not None and plan.refit(done, epoch + 1, 0) <= done
+        patience_out = bool(cfg.patience) and st.bad_epochs >= cfg.patience
+        stopped = patience_out and not spent and epoch < epochs
+        final = epoch == epochs or spent or stopped
+        if writer is not None:
+            writer.after_epoch(weights, final)
             if on_epoch is not None:
                 on_epoch(dict(row))
         barrier(rt)
         raise_if_interrupted()
-        done = int(s.scheduler.last_epoch)
-        if plan is not None and plan.refit(done, epoch + 1, 0) <= done:
-            break  # the time limit's planned steps are done
-        if cfg.patience and st.bad_epochs >= cfg.patience and epoch < epochs:
-            stopped = True
-            log.info(
-                "no improvement of %s for %d epochs: stopping early", cfg.monitor, cfg.patience
-            )
+        if final:
             break
-    if rt.is_main:
-        _write_preview(s, out, best_weights, cfg.monitor == "last")
+    if stopped:
+        log.info("no improvement of %s for %d epochs: stopping early", cfg.monitor, cfg.patience)
+    if writer is not None:
+        writer.preview()
     return _result(cfg, s, rt, out, stopped, clock)
 
 
@@ -282,60 +279,6 @@ def _run_epoch(cfg, s: Session, rt, epoch: int, epochs: int, progress, clock, lo
     if not is_best or cfg.monitor == "last":  # the final weights are the model's own
         return row, None
     return row, {k: v.detach().to("cpu", copy=True) for k, v in s.plain.state_dict().items()}
-
-
-def _write_epoch(cfg, s: Session, out: Path, is_best: bool, clock: TimeBudget) -> None:
-    """Rank 0, after each epoch: the best model, ``last.ckpt``, ``metrics.csv``, the curves."""
-    from geopsp.models.modelfile import save_model
-    from geopsp.train.checkpoints import rng_state, save_checkpoint
-    from geopsp.train.outputs import plot_curves, write_metrics_csv
-
-    st = s.state
-    if is_best:
-        metadata = model_metadata(cfg, s, s.lr, st.best_metrics)
-        save_model(out / "model.safetensors", s.plain, metadata)
-    st.elapsed, st.time_limit, st.costs = clock.elapsed(), cfg.time_limit, clock.measured()
-    progress = st.as_checkpoint()
-    progress["best_metrics"] = clean(progress["best_metrics"])
-    save_checkpoint(
-        out / "last.ckpt",
-        {
-            "options": saved_options(cfg, s.lr),
-            "architecture": s.arch,
-            "classes": to_dicts(s.classes),
-            "normalization": {"mean": list(s.mean), "std": list(s.std)},
-            "model": s.plain.state_dict(),
-            "optimizer": s.optimizer.state_dict(),
-            "scheduler": s.scheduler.state_dict(),
-            "scaler": s.scaler.state_dict(),
-            "rng": rng_state(),
-            **progress,
-        },
-    )
-    write_metrics_csv(out / "metrics.csv", st.history)
-    plot_curves(out / "curves.png", st.history, cfg.monitor)
-
-
-def _write_preview(s: Session, out: Path, best_weights: dict | None, last: bool) -> None:
-    """``val_preview.png`` from the model file's weights: the current ones with ``--monitor
-    last``, else the best epoch's (the current ones are put back)."""
-    from geopsp.train.loop import predict_chips
-    from geopsp.train.outputs import plot_preview
-
-    current = None
-    if not last:
-        if best_weights is None:  # the best epoch was before a resume: read it back
-            from safetensors.torch import load_file
-
-            best_weights = load_file(str(out / "model.safetensors"))
-        current = {k: v.detach().to("cpu", copy=True) for k, v in s.plain.state_dict().items()}
-        s.plain.load_state_dict(best_weights)
-    n = len(s.data.val_set)
-    idx = sorted({int(i) for i in np.linspace(0, n - 1, min(PREVIEW_CHIPS, n))})
-    chips = predict_chips(s.plain, s.data.val_set, idx, s.accel)
-    plot_preview(out / "val_preview.png", *chips, s.classes)
-    if current is not None:
-        s.plain.load_state_dict(current)
 
 
 def _result(cfg, s: Session, rt, out: Path, stopped: bool, clock: TimeBudget) -> TrainResult:

@@ -15,6 +15,7 @@ from geopsp.cli.main import cli
 from geopsp.core.errors import UsageError
 from geopsp.train.budget import (
     MEASURE_STEPS,
+    SAVE_EVERY_S,
     TARGET,
     WARMUP_STEPS,
     BudgetedLoader,
@@ -66,10 +67,12 @@ def test_parse_duration_units(n, unit):
 
 
 def test_plan_fills_whole_epochs_then_a_partial_one():
-    # 10 steps of 1 s + validation 4 s + outputs 1 s = 15 s per epoch; the end costs 3 s.
+    # 10 steps of 1 s + validation 4 s = 14 s per epoch; the outputs (1 s) are written once
+    # per SAVE_EVERY_S (60 s) of steps and at the end; the end costs 3 s.
     costs = Costs(step=1.0, val=4.0, outputs=1.0, final=3.0)
-    # 100 s: 6 epochs (90 s) + 3 s end leave 7 s: a partial epoch of 2 steps (2 + 5).
-    assert plan_steps(100.0, costs, 0, 10, 10**6) == 62
+    # 100 s: 67 steps (67 s), 7 validations (28 s), 2 writes (2 s) and the end (3 s).
+    assert SAVE_EVERY_S == 60.0
+    assert plan_steps(100.0, costs, 0, 10, 10**6) == 67
     # --epochs bounds it; 3 epochs fit easily.
     assert plan_steps(100.0, costs, 0, 10, 30) == 30
     # Nothing fits: not even one step and its validation.
@@ -87,7 +90,11 @@ def test_plan_is_the_most_that_fits(remaining, step, val, outputs, in_epoch, spe
     costs = Costs(step=step, val=val, outputs=outputs, final=outputs)
 
     def cost(n):
-        return n * step + math.ceil((in_epoch + n) / spe) * (val + outputs) + outputs if n else 0
+        if not n:
+            return 0
+        validations = math.ceil((in_epoch + n) / spe)
+        saves = min(validations, 1 + int(n * step / SAVE_EVERY_S))
+        return n * step + validations * val + saves * outputs + outputs
 
     n = plan_steps(remaining, costs, in_epoch, spe, max_steps)
     assert 0 <= n <= max_steps
