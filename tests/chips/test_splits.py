@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from geopsp.chips import splits
 from geopsp.chips.splits import spatial_split
 
 
@@ -52,3 +55,37 @@ def test_spatial_split_has_no_overlap_between_sides():
     assert (split == "val").sum() >= 10
     assert not shared_pixels(b, split)
     np.testing.assert_array_equal(split, spatial_split(b, ["a"] * len(b), 0.2, seed=3))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(3, 12), st.integers(3, 12), st.sampled_from([0.1, 0.15, 0.3]),
+    st.integers(0, 10**6),
+)  # fmt: skip
+def test_the_kept_block_order_keeps_the_most_training_chips(cols, rows, val_fraction, seed):
+    # 128 px chips at stride 64 on a cols x rows grid, as export-chips cuts them.
+    offs = [(c * 64, r * 64) for r in range(rows) for c in range(cols)]
+    b = np.array([(c, r, c + 128, r + 128) for c, r in offs], dtype=float)
+    groups = ["a"] * len(b)
+    best = spatial_split(b, groups, val_fraction, seed=seed)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(splits, "BLOCK_ORDERS", 1)  # only the seed's first block order
+        first = spatial_split(b, groups, val_fraction, seed=seed)
+    assert (best == "train").sum() >= (first == "train").sum()
+    assert not shared_pixels(b, best)
+    assert (best == "val").sum() >= round(val_fraction * len(b))
+    np.testing.assert_array_equal(best, spatial_split(b, groups, val_fraction, seed=seed))
+
+
+def test_a_small_export_loses_fewer_chips_than_the_first_block_order():
+    # 128 px chips at stride 64 on a 9 x 9 grid: the seed's first block order validates 16
+    # chips and turns 20 into gaps (45 train); the best of the orders keeps 60 for training.
+    offs = [(c * 64, r * 64) for r in range(9) for c in range(9)]
+    b = np.array([(c, r, c + 128, r + 128) for c, r in offs], dtype=float)
+    counts = {}
+    for orders in (1, splits.BLOCK_ORDERS):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(splits, "BLOCK_ORDERS", orders)
+            split = spatial_split(b, ["a"] * len(b), 0.15, seed=0)
+        counts[orders] = int((split == "train").sum())
+    assert counts == {1: 45, splits.BLOCK_ORDERS: 60}
