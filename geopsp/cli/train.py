@@ -32,7 +32,7 @@ class Duration(click.ParamType):
     name = "duration"
 
     def convert(self, value, param, ctx):
-        from geopsp.train.budget import parse_duration
+        from geopsp.core.durations import parse_duration
 
         try:
             return parse_duration(value)

@@ -14,15 +14,14 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from geopsp.core.durations import format_duration
+
 log = logging.getLogger(__name__)
 
-UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([smh])")
 # Aim a little under the limit: step times wander on a busy machine and the process still has
 # to exit after the last file is written.
 TARGET = 0.98
@@ -36,63 +35,6 @@ DEFAULT_OUTPUTS_S = 2.0  # writing the outputs once, until measured
 # The model file and last.ckpt are written at most this often (and after the last epoch):
 # see geopsp.train.saving.
 SAVE_EVERY_S = 60.0
-
-
-def parse_duration(text: str | float | int) -> float:
-    """Seconds in ``text``: ``90``, ``90s``, ``15m``, ``2h``, ``1.5h`` or ``1h30m``.
-
-    Raises
-    ------
-    ValueError
-        When the text is not a positive duration (the message says what is expected).
-    """
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        seconds = float(text)
-    else:
-        s = str(text).strip().lower().replace(" ", "")
-        try:
-            seconds = float(s)
-        except ValueError:
-            parts = _PART.findall(s)
-            if not parts or "".join(n + u for n, u in parts) != s:
-                raise ValueError(
-                    f"expected a duration such as 90s, 15m, 2h or plain seconds, got {text!r}"
-                ) from None
-            seconds = sum(float(n) * UNITS[u] for n, u in parts)
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"the duration must be positive, got {text!r}")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """``90 s``, ``15.0 min`` or ``2.00 h``."""
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.2f} h"
-
-
-# --lr auto under a time limit: the range test may take this share of the limit, with at
-# least this many steps (fewer cannot sweep 1e-6..1); when even those do not fit, a fixed rate.
-RANGE_TEST_SHARE = 0.1
-RANGE_TEST_MIN_STEPS = 10
-RANGE_TEST_MAX_SHARE = 0.25
-
-
-def range_test_steps(limit: float | None, step_s: float, steps: int) -> int:
-    """Steps of the ``--lr auto`` range test that fit a time limit; 0: skip the test.
-
-    ``step_s`` is the measured seconds of one training step, ``steps`` the test's full length.
-    """
-    if limit is None:
-        return steps
-    fit = int(RANGE_TEST_SHARE * limit / max(step_s, 1e-9))
-    if fit >= RANGE_TEST_MIN_STEPS:
-        return min(steps, fit)
-    if RANGE_TEST_MIN_STEPS * step_s <= RANGE_TEST_MAX_SHARE * limit:
-        return min(steps, RANGE_TEST_MIN_STEPS)
-    return 0
 
 
 @dataclass

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from geopsp.chips.arcgis import NODATA_CHOICES
+from geopsp.core.durations import parse_duration
 from geopsp.core.errors import UsageError
-from geopsp.train.budget import parse_duration
 from geopsp.train.losses import CLASS_WEIGHTS, LOSSES
 
 OPTIMIZERS = ("adamw", "sgd")

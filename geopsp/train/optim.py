@@ -18,6 +18,27 @@ LR_RANGE = (1e-6, 1.0)
 LR_TEST_STEPS = 40
 LR_BOUNDS = (1e-5, 0.1)  # the range test's choice is clipped to this sane band
 
+# --lr auto under a time limit: the range test may take this share of the limit, with at
+# least this many steps (fewer cannot sweep 1e-6..1); when even those do not fit, a fixed rate.
+RANGE_TEST_SHARE = 0.1
+RANGE_TEST_MIN_STEPS = 10
+RANGE_TEST_MAX_SHARE = 0.25
+
+
+def range_test_steps(limit: float | None, step_s: float, steps: int) -> int:
+    """Steps of the ``--lr auto`` range test that fit a time limit; 0: skip the test.
+
+    ``step_s`` is the measured seconds of one training step, ``steps`` the test's full length.
+    """
+    if limit is None:
+        return steps
+    fit = int(RANGE_TEST_SHARE * limit / max(step_s, 1e-9))
+    if fit >= RANGE_TEST_MIN_STEPS:
+        return min(steps, fit)
+    if RANGE_TEST_MIN_STEPS * step_s <= RANGE_TEST_MAX_SHARE * limit:
+        return min(steps, RANGE_TEST_MIN_STEPS)
+    return 0
+
 
 def make_optimizer(name: str, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
     """AdamW (weight decay 0.01) or SGD (momentum 0.9, Nesterov, weight decay 1e-4).
@@ -113,3 +134,15 @@ def lr_range_test(model, optimizer_name: str, batches, step_fn, steps: int = LR_
     chosen = 1e-3 if len(losses) < 3 else float(lrs[int(np.argmin(losses))]) / 10
     chosen = float(np.clip(chosen, *LR_BOUNDS))
     return {"lr": chosen, "lrs": lrs[: len(losses)].tolist(), "losses": losses}
+
+
+def steps_in_budget(limit: float, model, batches, step_fn, steps: int) -> int:
+    """Range-test steps that fit ``limit`` seconds, from one timed step (weights put back)."""
+    import time
+
+    saved = copy.deepcopy(model.state_dict())
+    t0 = time.monotonic()
+    step_fn(model, torch.optim.SGD(model.parameters(), lr=0.0), *batches[0])
+    seconds = time.monotonic() - t0
+    model.load_state_dict(saved)
+    return range_test_steps(limit, seconds, steps)

@@ -25,7 +25,7 @@ from geopsp.train.config import ARCH_KEYS, TrainConfig
 from geopsp.train.data import ChipDataset, EpochSampler, band_stats, class_pixels, shard
 from geopsp.train.loop import Accel, train_step
 from geopsp.train.losses import auto_class_weights, make_criterion
-from geopsp.train.optim import lr_range_test, make_optimizer, make_scheduler
+from geopsp.train.optim import lr_range_test, make_optimizer, make_scheduler, steps_in_budget
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +293,8 @@ def _range_test(cfg: TrainConfig, model, data: Loaders, criterion, weight, accel
 
     steps = int(cfg.extra.get("lr_test_steps", 40))
     if cfg.time_limit is not None:
-        steps = int(broadcast_float(_steps_in_budget(cfg, model, batches, step, steps), rt))
+        fit = steps_in_budget(float(cfg.time_limit), model, batches, step, steps)
+        steps = int(broadcast_float(fit, rt))
         if steps == 0:
             log.warning(
                 "--time-limit %s is too short for the --lr auto range test with this model; "
@@ -303,21 +304,6 @@ def _range_test(cfg: TrainConfig, model, data: Loaders, criterion, weight, accel
     lr = broadcast_float(lr_range_test(model, cfg.optimizer, batches, step, steps)["lr"], rt)
     log.info("--lr auto: the range test chose %.3g", lr)
     return lr, True
-
-
-def _steps_in_budget(cfg: TrainConfig, model, batches, step, steps: int) -> int:
-    """Range-test steps that fit the time limit, from one timed step (weights put back)."""
-    import copy
-    import time
-
-    from geopsp.train.budget import range_test_steps
-
-    saved = copy.deepcopy(model.state_dict())
-    t0 = time.monotonic()
-    step(model, torch.optim.SGD(model.parameters(), lr=0.0), *batches[0])
-    seconds = time.monotonic() - t0
-    model.load_state_dict(saved)
-    return range_test_steps(float(cfg.time_limit), seconds, steps)
 
 
 def _distribute(model, rt: Runtime) -> tuple[Any, Any]:

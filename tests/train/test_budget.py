@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from geopsp.cli.main import cli
+from geopsp.core.durations import parse_duration
 from geopsp.core.errors import UsageError
 from geopsp.train.budget import (
     MEASURE_STEPS,
@@ -22,13 +23,12 @@ from geopsp.train.budget import (
     Costs,
     Plan,
     TimeBudget,
-    parse_duration,
     plan_steps,
-    range_test_steps,
     start_plan,
 )
 from geopsp.train.checkpoints import TrainState
 from geopsp.train.config import TrainConfig, resolve
+from geopsp.train.optim import range_test_steps
 
 TINY_ARGS = [
     "--backbone", "tu-mobilenetv3_small_050", "--encoder-weights", "none", "--output-stride",
