@@ -209,7 +209,9 @@ class Plan:
             n = max(n, 1)  # a model needs at least one step and its validation
         total = int(self.agree(float(done + n)))
         old = self.state.total_steps
-        if done < min(old, total) and abs(total - old) <= KEEP_WITHIN * old:
+        # A small change keeps the total, also once the schedule has run to its end: a few
+        # more steps there would train at the schedule's floor and buy nothing.
+        if done < total and abs(total - old) <= KEEP_WITHIN * old:
             total = old
         if total != old:
             log.debug(

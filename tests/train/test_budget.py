@@ -144,6 +144,19 @@ def test_a_budget_shorter_than_one_epoch_ends_in_a_partial_validated_epoch():
     assert 0.95 * 60 <= elapsed <= 60
 
 
+@pytest.mark.parametrize(("spent", "total"), [(96.5, 100), (87.5, 110)])
+def test_a_finished_schedule_is_extended_only_by_more_than_a_few_steps(spent, total):
+    # 100 steps planned and done (the schedule is at its floor); time is left for 1 or 10
+    # more 1 s steps. One more step would train at the floor: the run ends. Ten (10 %: the
+    # machine got faster) stretch the schedule.
+    clock = FakeClock()
+    prior = {"step": 1.0, "val": 0.0, "outputs": 0.0}
+    budget = TimeBudget(100.0, spent=spent, clock=clock, prior=prior)
+    budget.val_batch_s = 0.0
+    plan = Plan(budget, TrainState(total_steps=100), 10, 1, 1000)
+    assert plan.refit(100, 11, 0) == total
+
+
 def test_epochs_bound_the_run_when_they_fit():
     done, epochs, elapsed, _ = run_loader(limit=1000, step_s=0.1, val_s=1.0, epochs=3)
     assert (done, epochs) == (30, 3) and elapsed < 100
