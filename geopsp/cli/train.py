@@ -123,7 +123,11 @@ def class_table(rows: list[dict]) -> str:
     "Loss; 255 labels are always ignored.  [default: ce+dice]",
     ["ce", "focal", "dice", "ce+dice"],
 )
-@_option("--class-weights", "auto: median-frequency balancing.  [default: auto]", ["none", "auto"])
+@_option(
+    "--class-weights",
+    "auto: median-frequency balancing; sqrt: its square root (softer).  [default: auto]",
+    ["none", "auto", "sqrt"],
+)
 @_option(
     "--ignore-classes", "Class values to leave out (their pixels are ignored).", metavar="V,..."
 )

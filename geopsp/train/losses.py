@@ -17,14 +17,16 @@ from geopsp.core.classes import IGNORE
 from geopsp.core.errors import UsageError
 
 LOSSES = ("ce", "focal", "dice", "ce+dice")
-CLASS_WEIGHTS = ("none", "auto")
+CLASS_WEIGHTS = ("none", "auto", "sqrt")
 FOCAL_GAMMA = 2.0
 WEIGHT_CLIP = (0.1, 10.0)  # keeps a very rare class from dominating the loss
 POINT_WEIGHT = 1.0
 
 
-def auto_class_weights(pixels: np.ndarray) -> np.ndarray:
-    """Median-frequency balancing: ``w_c = median(f) / f_c`` clipped to [0.1, 10].
+def auto_class_weights(pixels: np.ndarray, power: float = 1.0) -> np.ndarray:
+    """Median-frequency balancing: ``w_c = (median(f) / f_c) ** power`` clipped to [0.1, 10].
+
+    ``power`` 1 is ``--class-weights auto``, 0.5 the softer ``sqrt``.
 
     ``f_c`` is the share of labelled training pixels in class ``c`` and the median is taken
     over classes that occur. A class with no training pixels gets weight 0 (it cannot be
@@ -38,7 +40,7 @@ def auto_class_weights(pixels: np.ndarray) -> np.ndarray:
     present = freq > 0
     med = float(np.median(freq[present]))
     w = np.zeros_like(freq)
-    w[present] = np.clip(med / freq[present], *WEIGHT_CLIP)
+    w[present] = np.clip((med / freq[present]) ** power, *WEIGHT_CLIP)
     return w.astype(np.float32)
 
 

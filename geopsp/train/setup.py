@@ -267,9 +267,10 @@ def _train_set(cfg: TrainConfig, chips: ChipSet, common: dict) -> ChipDataset:
 
 
 def _class_weight(cfg: TrainConfig, train_chips, classes, rt: Runtime) -> torch.Tensor | None:
-    if cfg.class_weights != "auto":
+    if cfg.class_weights == "none":
         return None
-    wts = auto_class_weights(class_pixels(train_chips, classes))
+    power = 0.5 if cfg.class_weights == "sqrt" else 1.0
+    wts = auto_class_weights(class_pixels(train_chips, classes), power)
     log.info(
         "class weights: %s",
         ", ".join(f"{c.name}={x:.3g}" for c, x in zip(classes, wts, strict=True)),

@@ -66,6 +66,13 @@ def test_auto_class_weights_median_frequency():
     assert auto_class_weights(np.array([10**6, 10**6, 1])).max() == pytest.approx(10.0)
 
 
+def test_sqrt_class_weights_are_the_square_root_of_median_frequency():
+    w = auto_class_weights(np.array([600, 300, 100, 0]), power=0.5)
+    assert np.allclose(w, [0.5**0.5, 1.0, 3.0**0.5, 0.0])
+    # The clip applies after the root: 1e6 / 1 -> 1000 -> 31.6 -> 10.
+    assert auto_class_weights(np.array([10**6, 10**6, 1]), power=0.5).max() == pytest.approx(10.0)
+
+
 def test_weights_raise_the_rare_class_loss():
     logits, target = _data(1, 2)
     plain = make_criterion("ce")(logits, target)
@@ -102,3 +109,21 @@ def test_total_loss_adds_aux_and_points():
 def test_unknown_loss():
     with pytest.raises(UsageError, match="--loss"):
         make_criterion("hinge")
+
+
+def test_class_weights_option_picks_the_power(chip_folder):
+    from types import SimpleNamespace
+
+    from geopsp.chips.folder import open_chip_folders
+    from geopsp.train.data import class_pixels
+    from geopsp.train.setup import _class_weight
+
+    cs = open_chip_folders([chip_folder(n=8)])
+    train, rt = cs.split("train"), SimpleNamespace(device="cpu")
+    pixels = class_pixels(train, cs.classes)
+    for option, power in (("auto", 1.0), ("sqrt", 0.5)):
+        cfg = SimpleNamespace(class_weights=option)
+        got = _class_weight(cfg, train, cs.classes, rt).numpy()
+        assert np.allclose(got, auto_class_weights(pixels, power))
+    assert _class_weight(SimpleNamespace(class_weights="none"), train, cs.classes, rt) is None
+    assert not np.allclose(auto_class_weights(pixels, 1.0), auto_class_weights(pixels, 0.5))
