@@ -73,20 +73,22 @@ def spatial_split(
     rng = np.random.default_rng(seed)
     tries = BLOCK_ORDERS if n <= BLOCK_ORDERS_UP_TO else 1
     orders = [rng.permutation(len(uniq)) for _ in range(tries)]
-    splits = [_block_split(bounds, groups, keys, uniq, counts, o, target) for o in orders]
+    splits = [_order_split(bounds, groups, keys, uniq, counts, o, target) for o in orders]
     # Which blocks validate decides how many chips are lost: a block at the raster's edge has
     # fewer neighbours to turn into gap chips, and one that overshoots the target takes
     # chips from training. Keep the order that leaves the most training chips.
-    best = int(np.argmax([(s == "train").sum() for s in splits]))
-    split = splits[best]
-    if not (split == "train").any():  # tiny inputs: shrink validation, never share pixels
-        in_block_order = [i for b in orders[0] for i, k in enumerate(keys) if k == uniq[b]]
-        split = _shrunk_split(bounds, groups, in_block_order, target)
+    split = splits[int(np.argmax([(s == "train").sum() for s in splits]))]
+    if target and not (split == "val").any():
+        log.warning(
+            "no chip can be set apart for validation without sharing pixels with training "
+            "chips; every chip is a training chip (use a larger raster or a larger --stride)"
+        )
     return split.astype(str)
 
 
-def _block_split(bounds, groups, keys, uniq, counts, order, target: int) -> np.ndarray:
-    """Whole blocks, in ``order``, to validation until ``target`` chips are reached."""
+def _order_split(bounds, groups, keys, uniq, counts, order, target: int) -> np.ndarray:
+    """Whole blocks, in ``order``, to validation until ``target`` chips are reached; when
+    that leaves no training chip (tiny inputs), single chips in the same order instead."""
     chosen: set = set()
     count = 0
     for i in order:
@@ -95,7 +97,11 @@ def _block_split(bounds, groups, keys, uniq, counts, order, target: int) -> np.n
         chosen.add(uniq[i])
         count += counts[uniq[i]]
     is_val = np.array([k in chosen for k in keys])
-    return _mark_gaps(bounds, groups, is_val)
+    split = _mark_gaps(bounds, groups, is_val)
+    if not (split == "train").any():
+        in_block_order = [i for b in order for i, k in enumerate(keys) if k == uniq[b]]
+        split = _shrunk_split(bounds, groups, in_block_order, target)
+    return split
 
 
 def _overlaps(bounds: np.ndarray, groups: np.ndarray, i: int) -> np.ndarray:
@@ -125,7 +131,7 @@ def _shrunk_split(bounds: np.ndarray, groups: np.ndarray, candidates: list[int],
     """Validation chips taken one at a time (in block order) while a training chip remains.
 
     Used when whole blocks of validation would leave no training chip. Without any chip that
-    can be set apart, every chip trains and a warning says why there is no validation.
+    can be set apart, every chip trains (the caller warns).
     """
     is_val = np.zeros(len(bounds), dtype=bool)
     blocked = np.zeros(len(bounds), dtype=bool)
@@ -135,9 +141,4 @@ def _shrunk_split(bounds: np.ndarray, groups: np.ndarray, candidates: list[int],
         more = blocked | _overlaps(bounds, groups, i)
         if (~more).any():  # at least one chip still shares no pixel with validation
             is_val[i], blocked = True, more
-    if not is_val.any():
-        log.warning(
-            "no chip can be set apart for validation without sharing pixels with training "
-            "chips; every chip is a training chip (use a larger raster or a larger --stride)"
-        )
     return _mark_gaps(bounds, groups, is_val)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from geopsp.chips import splits
@@ -58,6 +58,9 @@ def test_spatial_split_has_no_overlap_between_sides():
 
 
 @settings(max_examples=40, deadline=None)
+# Whole blocks leave no training chip on this grid in the first order, which then falls back
+# to single validation chips; the other orders must not be preferred over that.
+@example(cols=3, rows=4, val_fraction=0.1, seed=0)
 @given(
     st.integers(3, 12), st.integers(3, 12), st.sampled_from([0.1, 0.15, 0.3]),
     st.integers(0, 10**6),
@@ -73,7 +76,9 @@ def test_the_kept_block_order_keeps_the_most_training_chips(cols, rows, val_frac
         first = spatial_split(b, groups, val_fraction, seed=seed)
     assert (best == "train").sum() >= (first == "train").sum()
     assert not shared_pixels(b, best)
-    assert (best == "val").sum() >= round(val_fraction * len(b))
+    # As much validation as the first order gives, up to the target.
+    target = max(1, round(val_fraction * len(b)))
+    assert (best == "val").sum() >= min(target, (first == "val").sum())
     np.testing.assert_array_equal(best, spatial_split(b, groups, val_fraction, seed=seed))
 
 
