@@ -3,10 +3,10 @@
 
 The model file and ``last.ckpt`` of the default network are 59 MB and 176 MB and take about
 half a second to write; on a small chip folder an epoch lasts a few seconds, so writing them
-after every epoch spent a tenth to a fifth of a timed run on files the next epoch replaced. They are
-written after the first epoch, then at most every :data:`SAVE_EVERY_S` seconds, and after the
-last epoch (also an early stop or the end of a time limit); ``metrics.csv`` after every epoch.
-An interrupted run therefore loses at most that long of training.
+after every epoch spent a tenth to a fifth of a timed run on files the next epoch replaced.
+They are written after the first epoch, then at most every :data:`SAVE_EVERY_S` seconds, and
+after the last epoch (also an early stop or the end of a time limit); ``metrics.csv`` after
+every epoch. An interrupted run therefore loses at most that long of training.
 """
 
 from __future__ import annotations
