@@ -45,6 +45,8 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from geopsp.core.durations import parse_duration
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "sample_data"
 
@@ -182,13 +184,6 @@ def to_result(
     )
 
 
-def parse_budget(text: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600}
-    if text[-1] in units:
-        return float(text[:-1]) * units[text[-1]]
-    return float(text)
-
-
 def bench_dataset(
     name: str, ds: Dataset, configs: dict[str, str], budget: str, work: Path, baseline: bool
 ) -> list[Result]:
@@ -219,7 +214,7 @@ def bench_dataset(
     if not baseline:
         return results
     t0 = time.perf_counter()
-    model, epochs = train_baseline(chips, parse_budget(budget))
+    model, epochs = train_baseline(chips, parse_duration(budget))
     seconds = time.perf_counter() - t0
     out = work / "map_baseline.tif"
     predict_raster(model, chips, held, out)

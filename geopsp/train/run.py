@@ -239,8 +239,8 @@ def _run_epoch(cfg, s: Session, rt, epoch: int, epochs: int, progress, clock, lo
     """Train (on ``loader``, by default the whole training loader) and validate one epoch and
     record it in the state.
 
-    Returns the epoch's ``metrics.csv`` row and, when it is the best so far, a CPU copy of
-    its weights (else None).
+    Returns the epoch's ``metrics.csv`` row and, on rank 0 when it is the best so far, a CPU
+    copy of its weights (else None).
     """
     from geopsp.models import AUX_WEIGHT
     from geopsp.train.loop import run_epoch, validate
@@ -276,7 +276,8 @@ def _run_epoch(cfg, s: Session, rt, epoch: int, epochs: int, progress, clock, lo
     row = clean(row)
     best = {"epoch": epoch, **summary, "per_class": per_class_rows(va, s.classes)}
     s.state.record(epoch, row, score, best if is_best else None)
-    if not is_best or cfg.monitor == "last":  # the final weights are the model's own
+    # Only rank 0 writes the model file; with --monitor last the final weights are its own.
+    if not is_best or cfg.monitor == "last" or not rt.is_main:
         return row, None
     return row, {k: v.detach().to("cpu", copy=True) for k, v in s.plain.state_dict().items()}
 

@@ -42,11 +42,8 @@ def mosaic_bytes(chips: Sequence, bands: int, itemsize: int, size: tuple[int, in
     """Memory the mosaics of ``chips`` would take (their bounding boxes, per source)."""
     total = 0
     for group in _by_source(chips).values():
-        rows = [c.origin[1] for c in group]
-        cols = [c.origin[2] for c in group]
-        h = max(rows) - min(rows) + size[0]
-        w = max(cols) - min(cols) + size[1]
-        total += h * w * (bands * itemsize + 2)
+        _, _, height, width = _extent(group, size)
+        total += height * width * (bands * itemsize + 2)
     return total
 
 
@@ -57,15 +54,21 @@ def _by_source(chips: Sequence) -> dict[str, list]:
     return groups
 
 
+def _extent(group: Sequence, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """``(row0, col0, height, width)`` of the bounding box of one source's chips."""
+    row0 = min(c.origin[1] for c in group)
+    col0 = min(c.origin[2] for c in group)
+    height = max(c.origin[1] for c in group) - row0 + size[0]
+    width = max(c.origin[2] for c in group) - col0 + size[1]
+    return row0, col0, height, width
+
+
 def build_mosaics(chips: Sequence, lut: np.ndarray, size: tuple[int, int]) -> dict[str, Mosaic]:
     """Mosaics of the training and gap chips per source; validation footprints masked out."""
     mosaics = {}
     h, w = size
     for source, group in _by_source(chips).items():
-        row0 = min(c.origin[1] for c in group)
-        col0 = min(c.origin[2] for c in group)
-        height = max(c.origin[1] for c in group) - row0 + h
-        width = max(c.origin[2] for c in group) - col0 + w
+        row0, col0, height, width = _extent(group, size)
         image = None
         valid = np.zeros((height, width), bool)
         label = np.full((height, width), IGNORE, np.uint8)
