@@ -25,12 +25,12 @@ demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash docs/examples/demo.sh demo_output
 
 lint: install
-	$(BIN)/ruff check geopsp tests bench
-	$(BIN)/ruff format --check geopsp tests bench
+	$(BIN)/ruff check geopsp tests bench docs/examples
+	$(BIN)/ruff format --check geopsp tests bench docs/examples
 
 format: install
-	$(BIN)/ruff format geopsp tests bench
-	$(BIN)/ruff check --fix geopsp tests bench
+	$(BIN)/ruff format geopsp tests bench docs/examples
+	$(BIN)/ruff check --fix geopsp tests bench docs/examples
 
 bench: install
 	$(BIN)/python bench/export_chips.py

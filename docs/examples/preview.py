@@ -20,8 +20,8 @@ import numpy as np
 import rasterio
 from matplotlib.patches import Patch
 
-from geopsp.labels.rasterize import open_labels, rasterize_labels
 from geopsp.core.class_raster import read_classes
+from geopsp.labels.rasterize import open_labels, rasterize_labels
 
 
 def colorize(values: np.ndarray, classes) -> np.ndarray:

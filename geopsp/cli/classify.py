@@ -43,8 +43,9 @@ def _deprecated_workers(ctx: click.Context, param: click.Parameter, value: int |
     type=int,
     default=None,
     metavar="N",
-    help="Window size in pixels [default: 2 x the model's chip size, at most 1024; "
-    "rounded to a multiple the model accepts].",
+    help="Window size in pixels [default: 2 x the model's chip size, at most 1024; the chip "
+    "size when its deepest feature map is smaller than the largest pyramid bin (64 px chips "
+    "at output stride 16); rounded to a multiple the model accepts].",
 )
 @click.option(
     "--overlap",

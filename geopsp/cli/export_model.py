@@ -20,7 +20,7 @@ from geopsp.cli import options
 @click.option(
     "--tile-size", type=click.IntRange(min=1), default=None, metavar="PIXELS",
     help="Model input size (square) [default: geopsp classify's default tile: twice the "
-    "chip size, at most 1024].",
+    "chip size, at most 1024, or the chip size for chips smaller than the pyramid].",
 )  # fmt: skip
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=4, show_default=True,

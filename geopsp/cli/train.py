@@ -149,6 +149,13 @@ def class_table(rows: list[dict]) -> str:
     "--color-jitter", "Per-band scale/shift jitter (normalized units).  [default: 0.0]", type=float
 )
 @_option(
+    "--ema",
+    "Validate and save a moving average of the weights, updated after every step with this "
+    "decay (0.99: about the last 100 steps); 0: off, the weights of the last step.  [default: 0]",
+    type=float,
+    metavar="DECAY",
+)
+@_option(
     "--patience",
     "Stop after this many epochs without improvement (0: never).  [default: 5; 0 with "
     "--time-limit]",

@@ -96,8 +96,12 @@ def run_epoch(
     rt,
     desc,
     progress,
+    average=None,
 ) -> dict:
-    """Train one epoch; returns the mean loss over all ranks, the chips seen and the time."""
+    """Train one epoch; returns the mean loss over all ranks, the chips seen and the time.
+
+    ``average`` (a :class:`~geopsp.train.averaging.WeightAverage`) is updated after each step.
+    """
     model.train()
     t0 = time.perf_counter()
     loss_sum = torch.zeros((), dtype=torch.float64, device=accel.device)
@@ -107,6 +111,8 @@ def run_epoch(
             x, y = accel.to_device(x, y)
             loss = train_step(model, optimizer, scaler, x, y, criterion, weight, accel, aux_weight)
             scheduler.step()
+            if average is not None:
+                average.update()
             loss_sum += loss.double() * len(x)
             count += len(x)
             pb.update(1)

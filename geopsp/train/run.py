@@ -251,10 +251,10 @@ def _run_epoch(cfg, s: Session, rt, epoch: int, epochs: int, progress, clock, lo
     batches = s.data.train_loader if loader is None else loader
     tr = run_epoch(
         s.model, batches, s.optimizer, s.scheduler, s.scaler, s.criterion, s.weight,
-        s.accel, AUX_WEIGHT, rt, epoch_label(epoch, epochs), progress,
+        s.accel, AUX_WEIGHT, rt, epoch_label(epoch, epochs), progress, s.average,
     )  # fmt: skip
     t0 = time.monotonic()
-    va = validate(s.plain, s.data.val_loader, s.criterion, len(s.classes), s.accel, rt)
+    va = validate(s.final, s.data.val_loader, s.criterion, len(s.classes), s.accel, rt)
     val_seconds = time.monotonic() - t0
     clock.add_val(val_seconds)
     score = va["val_loss"] if cfg.monitor == "loss" else va["miou"]
@@ -279,7 +279,7 @@ def _run_epoch(cfg, s: Session, rt, epoch: int, epochs: int, progress, clock, lo
     # Only rank 0 writes the model file; with --monitor last the final weights are its own.
     if not is_best or cfg.monitor == "last" or not rt.is_main:
         return row, None
-    return row, {k: v.detach().to("cpu", copy=True) for k, v in s.plain.state_dict().items()}
+    return row, {k: v.detach().to("cpu", copy=True) for k, v in s.final.state_dict().items()}
 
 
 def _result(cfg, s: Session, rt, out: Path, stopped: bool, clock: TimeBudget) -> TrainResult:

@@ -73,7 +73,7 @@ class EpochWriter:
 
         cfg, s, st = self.cfg, self.s, self.s.state
         if st.best_epoch is not None and st.best_epoch != self.saved_best:
-            weights = s.plain if st.best_epoch == st.epoch else self.best_weights
+            weights = s.final if st.best_epoch == st.epoch else self.best_weights
             save_model(self.out / "model.safetensors", weights, self._metadata())
             self.saved_best = st.best_epoch
         st.elapsed, st.time_limit, st.costs = (
@@ -94,6 +94,7 @@ class EpochWriter:
                 "optimizer": s.optimizer.state_dict(),
                 "scheduler": s.scheduler.state_dict(),
                 "scaler": s.scaler.state_dict(),
+                "average": None if s.average is None else s.average.state_dict(),
                 "rng": rng_state(),
                 **progress,
             },
@@ -117,11 +118,11 @@ class EpochWriter:
                 from safetensors.torch import load_file
 
                 best = load_file(str(self.out / "model.safetensors"))
-            current = {k: v.detach().to("cpu", copy=True) for k, v in s.plain.state_dict().items()}
-            s.plain.load_state_dict(best)
+            current = {k: v.detach().to("cpu", copy=True) for k, v in s.final.state_dict().items()}
+            s.final.load_state_dict(best)
         n = len(s.data.val_set)
         idx = sorted({int(i) for i in np.linspace(0, n - 1, min(PREVIEW_CHIPS, n))})
-        chips = predict_chips(s.plain, s.data.val_set, idx, s.accel)
+        chips = predict_chips(s.final, s.data.val_set, idx, s.accel)
         plot_preview(self.out / "val_preview.png", *chips, s.classes)
         if current is not None:
-            s.plain.load_state_dict(current)
+            s.final.load_state_dict(current)

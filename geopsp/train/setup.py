@@ -20,6 +20,7 @@ from geopsp.chips.folder import ChipSet, open_chip_folders
 from geopsp.core.classes import ClassInfo, from_dicts, value_lut
 from geopsp.core.errors import InputError, ModelFileError, UsageError
 from geopsp.core.runtime import Runtime, broadcast_float
+from geopsp.train.averaging import WeightAverage
 from geopsp.train.checkpoints import TrainState
 from geopsp.train.config import ARCH_KEYS, TrainConfig
 from geopsp.train.data import ChipDataset, EpochSampler, band_stats, class_pixels, shard
@@ -67,6 +68,12 @@ class Session:
     lr_auto: bool
     batch_size: int
     state: TrainState = field(default_factory=TrainState)
+    average: WeightAverage | None = None  # --ema
+
+    @property
+    def final(self) -> Any:
+        """The model that is validated and saved: the weight average, else the bare model."""
+        return self.plain if self.average is None else self.average.module
 
 
 def seed_everything(seed: int, epoch: int, rank: int = 0) -> None:
@@ -164,8 +171,18 @@ def build_session(cfg: TrainConfig, ckpt: dict | None, rt: Runtime) -> Session:
         chips=chips, classes=classes, mean=list(mean), std=list(std), arch=arch,
         model=model, plain=plain, data=data, criterion=criterion, weight=weight, accel=accel,
         optimizer=optimizer, scheduler=scheduler, scaler=scaler, lr=lr, lr_auto=lr_auto,
-        batch_size=bs, state=state,
+        batch_size=bs, state=state, average=_average(cfg, plain, ckpt),
     )  # fmt: skip
+
+
+def _average(cfg: TrainConfig, plain, ckpt: dict | None) -> WeightAverage | None:
+    """``--ema``'s weight average, started from the current weights or the checkpoint's."""
+    if not cfg.ema:
+        return None
+    average = WeightAverage(plain, float(cfg.ema))
+    if ckpt is not None and ckpt.get("average"):
+        average.load_state_dict(ckpt["average"])
+    return average
 
 
 def _split(chips: ChipSet) -> tuple[list, list]:

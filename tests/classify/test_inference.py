@@ -221,6 +221,20 @@ def test_plan_tiles_defaults_and_errors():
         plan_tiles(p, 16, 0)
 
 
+@pytest.mark.parametrize(
+    ("chip", "stride", "tile"),
+    [(64, 16, 64), (96, 16, 192), (128, 16, 256), (64, 8, 128), (32, 8, 32), (1024, 16, 1024)],
+)
+def test_default_tile_keeps_chips_too_small_for_the_pyramid(chip, stride, tile):
+    # Deepest map chip / stride against the largest bin (6): smaller keeps the chip size.
+    p = _identity(2)
+    p.size_multiple, p.chip_size = stride, chip
+    p.metadata = {"architecture": {"output_stride": stride, "pyramid_sizes": [1, 3, 5, 6]}}
+    assert plan_tiles(p, None, None) == (tile, tile // 8)
+    p.metadata = {"architecture": {"output_stride": stride, "pyramid_sizes": [1, 2]}}
+    assert plan_tiles(p, None, None)[0] == min(2 * chip, 1024)
+
+
 def test_warns_about_missing_crs_and_resolution(tmp_path, caplog):
     arr = _probability_raster((2, 64, 64))
     src = _write(tmp_path / "in.tif", arr, crs=None)

@@ -52,7 +52,8 @@ class Stop(Exception):
 
 def test_resume_is_equivalent_to_a_straight_run(chip_folder, tmp_path):
     chips = str(chip_folder(n=12))
-    straight = train(TrainConfig([chips], str(tmp_path / "a"), epochs=2, **TINY))
+    # With a weight average (--ema), which the checkpoint must carry across the resume too.
+    straight = train(TrainConfig([chips], str(tmp_path / "a"), epochs=2, ema=0.9, **TINY))
     assert straight.epochs_run == 2 and straight.lr == 1e-3
 
     def interrupt(row):
@@ -60,11 +61,15 @@ def test_resume_is_equivalent_to_a_straight_run(chip_folder, tmp_path):
             raise Stop  # as if the run were killed after epoch 1's files were written
 
     with pytest.raises(Stop):
-        train(TrainConfig([chips], str(tmp_path / "b"), epochs=2, **TINY), on_epoch=interrupt)
+        train(
+            TrainConfig([chips], str(tmp_path / "b"), epochs=2, ema=0.9, **TINY),
+            on_epoch=interrupt,
+        )
     ckpt_path = tmp_path / "b" / "last.ckpt"
     ckpt = torch.load(ckpt_path, weights_only=True)  # no pickled code inside
     assert ckpt["epoch"] == 1 and set(ckpt["rng"]) >= {"torch", "numpy", "python"}
     assert {"model", "optimizer", "scheduler", "scaler", "best_score"} <= set(ckpt)
+    assert ckpt["average"]["updates"] == ckpt["history"][-1]["steps"] > 0
 
     resumed = train(TrainConfig([chips], str(tmp_path / "b"), resume=str(ckpt_path)))
     assert resumed.epochs_run == 2
@@ -97,6 +102,48 @@ def test_resume_is_equivalent_to_a_straight_run(chip_folder, tmp_path):
     assert res.exit_code == 0, res.output
     assert "epoch 3/3" in res.output
     assert [r["epoch"] for r in rows(tmp_path / "b" / "metrics.csv")] == ["1", "2", "3"]
+
+
+@pytest.mark.parametrize("ema", [0.9, 0.0])
+def test_model_file_holds_the_weight_average(chip_folder, tmp_path, ema):
+    chips = str(chip_folder(n=12))
+    cfg = TrainConfig([chips], str(tmp_path / "run"), epochs=2, monitor="last", ema=ema, **TINY)
+    result = train(cfg)
+    ckpt = torch.load(tmp_path / "run" / "last.ckpt", weights_only=True)
+    saved = load_file(result.model_path)
+    raw = ckpt["model"]
+    if not ema:
+        assert ckpt["average"] is None
+        assert all(torch.equal(saved[k], raw[k]) for k in saved)
+        return
+    # The model file is the average; the checkpoint keeps the raw weights to train on.
+    avg = ckpt["average"]["weights"]
+    assert ckpt["average"]["updates"] == result.steps == 4
+    assert all(torch.equal(saved[k], avg[k]) for k in saved)
+    assert any(not torch.equal(saved[k], raw[k]) for k in saved if raw[k].is_floating_point())
+    # Validation scored the average: its loss on the validation chips is the one reported.
+    assert result.history[-1]["val_loss"] == pytest.approx(_val_loss(cfg, saved), rel=1e-4)
+
+
+def _val_loss(cfg: TrainConfig, weights: dict) -> float:
+    from geopsp.core.runtime import setup, teardown
+    from geopsp.train.config import arch_defaults, resolve
+    from geopsp.train.loop import validate
+    from geopsp.train.setup import build_session
+
+    cfg = resolve(TrainConfig(cfg.chips_dirs, str(cfg.output) + "_check", **{
+        k: v for k, v in cfg.to_dict().items() if k in TINY or k == "ema"
+    }))  # fmt: skip
+    rt = setup("cpu")
+    try:
+        arch_defaults(cfg, "cpu", None)
+        s = build_session(cfg, None, rt)
+        s.plain.load_state_dict(weights)
+        return validate(s.plain, s.data.val_loader, s.criterion, len(s.classes), s.accel, rt)[
+            "val_loss"
+        ]
+    finally:
+        teardown(rt)
 
 
 def test_merged_folders_class_weights_and_ignored_classes(chip_folder, tmp_path, caplog):
