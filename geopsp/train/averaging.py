@@ -60,3 +60,14 @@ class WeightAverage:
         """Restore an average saved by :meth:`state_dict` (same architecture)."""
         self.module.load_state_dict(state["weights"])
         self.updates = int(state["updates"])
+
+
+def start_average(decay: float, model: nn.Module, checkpoint: dict | None) -> WeightAverage | None:
+    """``--ema DECAY``'s average of ``model`` (None when ``decay`` is 0), continuing the one
+    a resumed ``checkpoint`` saved, if any; otherwise it starts from the current weights."""
+    if not decay:
+        return None
+    average = WeightAverage(model, decay)
+    if checkpoint is not None and checkpoint.get("average"):
+        average.load_state_dict(checkpoint["average"])
+    return average

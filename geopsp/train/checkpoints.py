@@ -97,6 +97,15 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def restore_state(ckpt: dict, optimizer, scheduler, scaler) -> None:
+    """Load a checkpoint's optimizer, schedule, GradScaler and RNG states into a new run."""
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    if scaler.is_enabled() and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    set_rng_state(ckpt["rng"])
+
+
 def save_checkpoint(path: str | Path, state: dict) -> None:
     """Write a checkpoint atomically (a crash mid-write keeps the previous one)."""
     full = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}

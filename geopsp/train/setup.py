@@ -20,8 +20,8 @@ from geopsp.chips.folder import ChipSet, open_chip_folders
 from geopsp.core.classes import ClassInfo, from_dicts, value_lut
 from geopsp.core.errors import InputError, ModelFileError, UsageError
 from geopsp.core.runtime import Runtime, broadcast_float
-from geopsp.train.averaging import WeightAverage
-from geopsp.train.checkpoints import TrainState
+from geopsp.train.averaging import WeightAverage, start_average
+from geopsp.train.checkpoints import TrainState, restore_state
 from geopsp.train.config import ARCH_KEYS, TrainConfig
 from geopsp.train.data import ChipDataset, EpochSampler, band_stats, class_pixels, shard
 from geopsp.train.loop import Accel, train_step
@@ -166,23 +166,13 @@ def build_session(cfg: TrainConfig, ckpt: dict | None, rt: Runtime) -> Session:
     scheduler = make_scheduler(optimizer, cfg.schedule, lambda: state.total_steps)
     scaler = accel.scaler()
     if ckpt is not None:
-        _restore(ckpt, optimizer, scheduler, scaler)
+        restore_state(ckpt, optimizer, scheduler, scaler)
     return Session(
         chips=chips, classes=classes, mean=list(mean), std=list(std), arch=arch,
         model=model, plain=plain, data=data, criterion=criterion, weight=weight, accel=accel,
         optimizer=optimizer, scheduler=scheduler, scaler=scaler, lr=lr, lr_auto=lr_auto,
-        batch_size=bs, state=state, average=_average(cfg, plain, ckpt),
+        batch_size=bs, state=state, average=start_average(float(cfg.ema), plain, ckpt),
     )  # fmt: skip
-
-
-def _average(cfg: TrainConfig, plain, ckpt: dict | None) -> WeightAverage | None:
-    """``--ema``'s weight average, started from the current weights or the checkpoint's."""
-    if not cfg.ema:
-        return None
-    average = WeightAverage(plain, float(cfg.ema))
-    if ckpt is not None and ckpt.get("average"):
-        average.load_state_dict(ckpt["average"])
-    return average
 
 
 def _split(chips: ChipSet) -> tuple[list, list]:
@@ -334,14 +324,3 @@ def _distribute(model, rt: Runtime) -> tuple[Any, Any]:
     if cuda:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return DDP(model, device_ids=[rt.device.index] if cuda else None), model
-
-
-def _restore(ckpt: dict, optimizer, scheduler, scaler) -> None:
-    """Optimizer, schedule, scaler and RNG states of a checkpoint."""
-    from geopsp.train.checkpoints import set_rng_state
-
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
-    if scaler.is_enabled() and ckpt.get("scaler"):
-        scaler.load_state_dict(ckpt["scaler"])
-    set_rng_state(ckpt["rng"])
