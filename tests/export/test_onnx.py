@@ -74,8 +74,10 @@ def write_arch_model(path, **arch):
 def test_onnxruntime_matches_torch(arch, everest, tmp_path, one_torch_thread):
     model = write_arch_model(tmp_path / "m.safetensors", **arch)
     out = tmp_path / "m.onnx"
-    summary = export_model(model, out, ExportModelOptions(opset=17))
-    assert summary.tile == 96  # 2 x chip 48, a multiple of the output stride
+    # 48 px chips are smaller than the pyramid at stride 16 (3 cells, bins up to 6-7), so the
+    # default tile would be the chip size; a 96 px tile checks a larger graph.
+    summary = export_model(model, out, ExportModelOptions(opset=17, tile_size=96))
+    assert summary.tile == 96
     sess = session(out)
     (inp,), (outp,) = sess.get_inputs(), sess.get_outputs()
     assert inp.shape == ["batch", 3, 96, 96] and outp.shape == ["batch", 3, 96, 96]
