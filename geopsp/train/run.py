@@ -12,7 +12,6 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from geopsp.train.config import (
     saved_options,
 )
 from geopsp.train.outputs import check_output, clean
+from geopsp.train.result import TrainResult, amp_name, collect_result
 from geopsp.train.saving import EpochWriter
 from geopsp.train.setup import Session, build_session, seed_everything
 
@@ -45,31 +45,6 @@ OUTPUT_FILES = (
 )
 # torch.OutOfMemoryError is the public name since torch 2.5; older versions have the CUDA one.
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-
-
-@dataclass
-class TrainResult:
-    """What a training run produced."""
-
-    output: Path
-    model_path: Path
-    monitor: str
-    best_epoch: int
-    best_score: float
-    epochs_run: int
-    stopped_early: bool
-    lr: float
-    lr_auto: bool
-    device: str
-    world_size: int
-    amp: str
-    batch_size: int
-    steps: int = 0  # optimizer steps trained (earlier processes of a resumed run included)
-    elapsed: float = 0.0  # seconds of training, earlier processes included
-    time_limit: float | None = None
-    history: list[dict] = field(default_factory=list)
-    per_class: list[dict] = field(default_factory=list)
-    best_metrics: dict = field(default_factory=dict)
 
 
 def _better(score: float, best: float | None, monitor: str) -> bool:
@@ -170,10 +145,6 @@ def train(
             shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping: leave no trace
 
 
-def _amp_name(s: Session) -> str:
-    return str(s.accel.amp_dtype).replace("torch.", "") if s.accel.amp else "off"
-
-
 def _fit(cfg, s: Session, rt: Runtime, out: Path, clock: TimeBudget, calls, progress):
     """Train from the session's state to ``cfg.epochs``, early stopping or the end of the
     time limit's planned steps, writing the outputs on rank 0 (:class:`EpochWriter`)."""
@@ -215,14 +186,14 @@ def _fit(cfg, s: Session, rt: Runtime, out: Path, clock: TimeBudget, calls, prog
         log.info("no improvement of %s for %d epochs: stopping early", cfg.monitor, cfg.patience)
     if writer is not None:
         writer.preview()
-    return _result(cfg, s, rt, out, stopped, clock)
+    return collect_result(cfg, s, rt, out, stopped, clock)
 
 
 def _start_info(s: Session, rt: Runtime, epochs: int, time_limit: float | None) -> dict:
     """What ``on_start`` gets: the resolved run."""
     return {
         "device": str(rt.device),
-        "amp": _amp_name(s),
+        "amp": amp_name(s),
         "world_size": rt.world,
         "batch_size": s.batch_size,
         "lr": float(s.lr),
@@ -280,32 +251,6 @@ def _run_epoch(cfg, s: Session, rt, epoch: int, epochs: int, progress, clock, lo
     if not is_best or cfg.monitor == "last" or not rt.is_main:
         return row, None
     return row, {k: v.detach().to("cpu", copy=True) for k, v in s.final.state_dict().items()}
-
-
-def _result(cfg, s: Session, rt, out: Path, stopped: bool, clock: TimeBudget) -> TrainResult:
-    st = s.state
-    best = st.best_metrics or {}
-    return TrainResult(
-        output=out,
-        model_path=out / "model.safetensors",
-        monitor=cfg.monitor,
-        best_epoch=int(st.best_epoch or 0),
-        best_score=float(st.best_score) if st.best_score is not None else float("nan"),
-        epochs_run=int(st.epoch),
-        stopped_early=stopped,
-        lr=float(s.lr),
-        lr_auto=bool(s.lr_auto),
-        device=str(rt.device),
-        world_size=rt.world,
-        amp=_amp_name(s),
-        batch_size=s.batch_size,
-        steps=int(s.scheduler.last_epoch),
-        elapsed=clock.elapsed(),
-        time_limit=cfg.time_limit,
-        history=list(st.history),
-        per_class=clean(best.get("per_class", [])),
-        best_metrics=clean({k: v for k, v in best.items() if k != "per_class"}),
-    )
 
 
 __all__ = ["TrainConfig", "TrainResult", "train"]
