@@ -40,7 +40,7 @@ class WeightAverage:
         floats = [k for k, v in dst.items() if v.is_floating_point()]
         self._avg = [dst[k] for k in floats]
         self._cur = [src[k] for k in floats]
-        self._copied = [(dst[k], src[k]) for k in dst if k not in set(floats)]
+        self._copied = [(v, src[k]) for k, v in dst.items() if not v.is_floating_point()]
 
     def update(self) -> None:
         """Move the average towards the model's current weights (call after each step)."""

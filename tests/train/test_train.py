@@ -131,9 +131,7 @@ def _val_loss(cfg: TrainConfig, weights: dict) -> float:
     from geopsp.train.loop import validate
     from geopsp.train.setup import build_session
 
-    cfg = resolve(TrainConfig(cfg.chips_dirs, str(cfg.output) + "_check", **{
-        k: v for k, v in cfg.to_dict().items() if k in TINY or k == "ema"
-    }))  # fmt: skip
+    cfg = resolve(TrainConfig(cfg.chips_dirs, str(cfg.output) + "_check", ema=cfg.ema, **TINY))
     rt = setup("cpu")
     try:
         arch_defaults(cfg, "cpu", None)
