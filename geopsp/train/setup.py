@@ -14,16 +14,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from geopsp.chips.folder import ChipSet, open_chip_folders
-from geopsp.core.classes import ClassInfo, from_dicts, value_lut
+from geopsp.core.classes import ClassInfo, from_dicts
 from geopsp.core.errors import InputError, ModelFileError, UsageError
 from geopsp.core.runtime import Runtime, broadcast_float
 from geopsp.train.averaging import WeightAverage, start_average
 from geopsp.train.checkpoints import TrainState, restore_state
 from geopsp.train.config import ARCH_KEYS, TrainConfig
-from geopsp.train.data import ChipDataset, EpochSampler, band_stats, class_pixels, shard
+from geopsp.train.data import band_stats, class_pixels
+from geopsp.train.loaders import Loaders, batch_size, make_loaders, split_chips
 from geopsp.train.loop import Accel, train_step
 from geopsp.train.losses import auto_class_weights, make_criterion
 from geopsp.train.optim import lr_range_test, make_optimizer, make_scheduler, steps_in_budget
@@ -32,18 +32,6 @@ log = logging.getLogger(__name__)
 
 LR_TEST_BATCHES = 10
 BUDGET_FALLBACK_LR = 1e-3  # when a time limit leaves no room for the range test
-WINDOW_MOSAIC_BYTES = 2 << 30  # --sampling windows keeps the training area in memory up to this
-
-
-@dataclass
-class Loaders:
-    """The chips of one run as datasets and loaders (this rank's share)."""
-
-    train_set: ChipDataset
-    val_set: ChipDataset
-    train_sampler: EpochSampler
-    train_loader: DataLoader
-    val_loader: DataLoader
 
 
 @dataclass
@@ -140,15 +128,15 @@ def build_session(cfg: TrainConfig, ckpt: dict | None, rt: Runtime) -> Session:
     """Open the chips, build the model and everything around it; raise clear errors early."""
     chips = open_chip_folders(cfg.chips_dirs, seed=cfg.seed, arcgis_nodata=cfg.arcgis_nodata)
     classes = _classes(chips, cfg.ignore_classes)
-    train_chips, val_chips = _split(chips)
+    train_chips, val_chips = split_chips(chips)
     mean, std = _normalization(ckpt, chips, train_chips)
     model = _model(cfg, ckpt, chips, classes)
     arch = model.arch
-    bs = _batch_size(int(cfg.batch_size), len(train_chips), rt)
+    bs = batch_size(int(cfg.batch_size), len(train_chips), rt)
     accel = Accel.for_device(rt.device, cfg.amp)
     if cfg.amp and rt.device.type != "cuda":
         log.warning("--amp needs a CUDA device; training in float32 on %s", rt.device)
-    data = _loaders(cfg, chips, classes, mean, std, bs, rt)
+    data = make_loaders(cfg, chips, classes, mean, std, bs, rt)
     model.to(rt.device)
     if accel.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -173,17 +161,6 @@ def build_session(cfg: TrainConfig, ckpt: dict | None, rt: Runtime) -> Session:
         optimizer=optimizer, scheduler=scheduler, scaler=scaler, lr=lr, lr_auto=lr_auto,
         batch_size=bs, state=state, average=start_average(float(cfg.ema), plain, ckpt),
     )  # fmt: skip
-
-
-def _split(chips: ChipSet) -> tuple[list, list]:
-    train_chips, val_chips = chips.split("train"), chips.split("val")
-    if not train_chips:
-        raise InputError("the chip folders have no training chips; export more chips")
-    if not val_chips:
-        raise InputError(
-            "the chip folders have no validation chips; export with --val-fraction > 0"
-        )
-    return train_chips, val_chips
 
 
 def _normalization(ckpt: dict | None, chips: ChipSet, train_chips: list) -> tuple[list, list]:
@@ -218,59 +195,6 @@ def _model(cfg: TrainConfig, ckpt: dict | None, chips: ChipSet, classes: list[Cl
     elif cfg.init:
         _load_init(model, cfg.init)
     return model
-
-
-def _batch_size(asked: int, n_train: int, rt: Runtime) -> int:
-    """``--batch-size``, at most the training chips of one process (at least 2 of them)."""
-    per_rank = n_train // rt.world
-    if per_rank < 2:
-        raise InputError(
-            f"{n_train} training chip(s) is too few (at least 2 per process); export more chips"
-        )
-    if asked > per_rank:
-        log.warning(
-            "--batch-size %d is larger than the %d training chips per process; using %d",
-            asked, per_rank, per_rank,
-        )  # fmt: skip
-    return min(asked, per_rank)
-
-
-def _loaders(cfg: TrainConfig, chips: ChipSet, classes, mean, std, bs: int, rt: Runtime) -> Loaders:
-    common = dict(
-        lut=value_lut(classes), mean=mean, std=std, chip_size=chips.chip_size, seed=cfg.seed
-    )
-    train_set = _train_set(cfg, chips, common)
-    val_set = ChipDataset(chips.split("val"), **common)
-    sampler = EpochSampler(len(train_set), True, cfg.seed, rt.rank, rt.world)
-    cuda = rt.device.type == "cuda"
-    kw = dict(num_workers=cfg.workers, pin_memory=cuda, persistent_workers=cfg.workers > 0)
-    train_loader = DataLoader(train_set, batch_size=bs, sampler=sampler, drop_last=True, **kw)
-    val_part = torch.utils.data.Subset(val_set, shard(len(val_set), rt.rank, rt.world))
-    val_loader = DataLoader(val_part, batch_size=bs, shuffle=False, **kw)
-    return Loaders(train_set, val_set, sampler, train_loader, val_loader)
-
-
-def _train_set(cfg: TrainConfig, chips: ChipSet, common: dict) -> ChipDataset:
-    """Training chips: random windows of their area (``--sampling windows``) where the folder
-    records where its chips lie and the area fits in memory, else the fixed grid."""
-    from geopsp.train.windows import WindowDataset, mosaic_bytes
-
-    train = chips.split("train")
-    kw = dict(augment=cfg.augment, color_jitter=float(cfg.color_jitter), **common)
-    if cfg.sampling != "windows":
-        return ChipDataset(train, **kw)
-    area = [c for c in chips.chips if c.origin is not None]
-    if len(area) < len(chips.chips):
-        log.info("--sampling windows: the chips do not record their position; using the grid")
-        return ChipDataset(train, **kw)
-    size = mosaic_bytes(area, chips.band_count, 4, chips.chip_size)
-    if size > WINDOW_MOSAIC_BYTES:
-        log.warning(
-            "--sampling windows: the training area needs %.1f GiB in memory; using the grid",
-            size / 2**30,
-        )
-        return ChipDataset(train, **kw)
-    return WindowDataset(train, area, **kw)
 
 
 def _class_weight(cfg: TrainConfig, train_chips, classes, rt: Runtime) -> torch.Tensor | None:

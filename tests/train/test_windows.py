@@ -116,7 +116,7 @@ def test_mosaic_bytes_counts_the_bounding_box(scene):
 
 def test_folders_without_positions_use_the_grid(arcgis_chips):
     from geopsp.train.config import TrainConfig, resolve
-    from geopsp.train.setup import _train_set
+    from geopsp.train.loaders import _train_set
 
     chips = open_chip_folders([str(arcgis_chips)])
     assert all(c.origin is None for c in chips.chips)
