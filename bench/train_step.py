@@ -3,9 +3,10 @@
 For each configuration and chip size, one training step (forward, loss, backward, optimizer;
 ``geopsp.train.loop.train_step`` on a batch already in memory) is timed and its FLOPs are
 counted with ``torch.utils.flop_counter.FlopCounterMode`` on the same step. The achieved
-GFLOP/s is compared with a ceiling measured in the same run at the same thread count: a
-2048x2048 matmul and a 3x3 convolution (8x128x64x64, 128 -> 128 channels) forward + backward,
-whichever is faster. Timings alternate between configurations (and, with ``--baseline-tree``,
+GFLOP/s is compared with a ceiling measured in the same run at the same thread count and in
+the step's precision: a 2048x2048 matmul and a 3x3 convolution (8x128x64x64, 128 -> 128
+channels) forward + backward, whichever is faster, in float32 for float32 steps and in
+bfloat16 (channels_last) for mixed-precision ones. Timings alternate between configurations (and, with ``--baseline-tree``,
 between two source trees) round by round, so the noise of a shared machine hits all of them
 alike; the ceiling is measured just before and just after each step and averaged, and the
 medians over rounds are reported. Each time is taken both by wall clock and by CPU time of
@@ -42,9 +43,13 @@ try:
 except ImportError:  # an older tree (--baseline-tree) trained the same network on every device
     CPU_ARCH_DEFAULTS = {}
 
+# "amp": the step's precision (True: bfloat16 autocast, False: float32); absent: what
+# `geopsp train` chooses on this CPU (bfloat16 where the CPU has bfloat16 instructions).
 CONFIGS: dict[str, dict] = {
     "default": {},  # the model's defaults: what `geopsp train` builds on CUDA
     "cpu-default": dict(CPU_ARCH_DEFAULTS),  # what `geopsp train` builds on a CPU
+    "cpu-default-fp32": {**CPU_ARCH_DEFAULTS, "amp": False},
+    "default-fp32": {"amp": False},
     "os16-no-pointrend": {"output_stride": 16, "pointrend": False},
     "os16": {"output_stride": 16},
     "upsample": {"decoder": "upsample"},
@@ -69,12 +74,19 @@ def _timed(fn, repeats: int = 1) -> tuple[float, float]:
 
 
 class Ceiling:
-    """The machine's rate on the two kernels a training step is made of."""
+    """The machine's rate on the two kernels a training step is made of, in float32 and in
+    bfloat16 (``bf16_`` keys)."""
 
     def __init__(self) -> None:
         self.a, self.b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+        self.a16, self.b16 = self.a.bfloat16(), self.b.bfloat16()
         self.conv = torch.nn.Conv2d(128, 128, 3, padding=1, bias=False)
         self.x = torch.randn(8, 128, 64, 64, requires_grad=True)
+        self.conv16 = torch.nn.Conv2d(128, 128, 3, padding=1, bias=False).to(
+            memory_format=torch.channels_last
+        )
+        self.x16 = torch.randn(8, 128, 64, 64).contiguous(memory_format=torch.channels_last)
+        self.x16.requires_grad_(True)
         self.flops = {}
         for name, fn in self.kernels().items():
             fn()  # warm-up
@@ -86,8 +98,18 @@ class Ceiling:
         y = self.conv(self.x)
         y.backward(torch.ones_like(y))
 
+    def _conv16_step(self) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = self.conv16(self.x16)
+        y.backward(torch.ones_like(y))
+
     def kernels(self) -> dict:
-        return {"matmul": lambda: self.a @ self.b, "conv3x3": self._conv_step}
+        return {
+            "matmul": lambda: self.a @ self.b,
+            "conv3x3": self._conv_step,
+            "bf16_matmul": lambda: self.a16 @ self.b16,
+            "bf16_conv3x3": self._conv16_step,
+        }
 
     def measure(self) -> dict[str, float]:
         """GFLOP/s of each kernel by wall clock and by CPU time (``cpu_`` keys)."""
@@ -111,7 +133,7 @@ class Case:
         from geopsp.train.optim import make_optimizer
 
         torch.manual_seed(0)
-        arch = {k: v for k, v in CONFIGS[config].items() if k != "aux"}
+        arch = {k: v for k, v in CONFIGS[config].items() if k not in ("aux", "amp")}
         arch.update(backbone="resnet18", in_channels=3, num_classes=NUM_CLASSES)
         self.model = build_model(arch)
         self.aux_weight = AUX_WEIGHT
@@ -119,7 +141,8 @@ class Case:
             self.model.aux_head = None  # the network without its training-only aux head
             self.aux_weight = 0.0
         self.model.train()
-        accel = Accel.for_device(torch.device("cpu"), None)
+        accel = Accel.for_device(torch.device("cpu"), CONFIGS[config].get("amp"))
+        self.precision = "bf16" if accel.amp and accel.amp_dtype == torch.bfloat16 else "fp32"
         opt, scaler = make_optimizer("adamw", self.model, 1e-4), accel.scaler()
         crit = make_criterion("ce")  # the defaults of geopsp train: AdamW, cross-entropy
         x = torch.randn(batch, 3, size, size)
@@ -156,7 +179,10 @@ class Local:
         wall, cpu = case.time(steps)
         after = self.ceiling.measure()
         ceil = {k: (before[k] + after[k]) / 2 for k in before}
-        return {"seconds": wall, "cpu_seconds": cpu, "gflop": case.flops / 1e9, **ceil}
+        return {
+            "seconds": wall, "cpu_seconds": cpu, "gflop": case.flops / 1e9,
+            "precision": case.precision, **ceil,
+        }  # fmt: skip
 
     def drop(self, config: str, size: int) -> None:
         self.cases.pop((config, size), None)
@@ -205,12 +231,14 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def summarise(samples: list[dict]) -> dict:
-    """Medians over rounds; ratios are taken per round, against that round's ceiling (the
-    faster of the two kernels), by wall clock and by CPU time."""
+    """Medians over rounds; ratios are taken per round, against that round's ceiling in the
+    step's precision (the faster of the two kernels), by wall clock and by CPU time."""
     gflop = samples[0]["gflop"]
+    precision = samples[0].get("precision", "fp32")
+    kind = "bf16_" if precision == "bf16" else ""
     med = lambda key, rows: statistics.median(r[key] for r in rows)  # noqa: E731
-    out: dict = {"gflop_per_step": round(gflop, 1)}
-    for clock, pre in (("wall", ""), ("cpu", "cpu_")):
+    out: dict = {"gflop_per_step": round(gflop, 1), "precision": precision}
+    for clock, pre in (("wall", kind), ("cpu", "cpu_" + kind)):
         sec = "seconds" if clock == "wall" else "cpu_seconds"
         rows = [
             {
@@ -285,7 +313,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def table(results: dict) -> str:
     """A Markdown table of the results (the JSON holds every round)."""
-    head = "| tree | config | chip | GFLOP/step | step s (CPU) | GFLOP/s (CPU) | ceiling (CPU) | ratio (CPU) | ratio (wall) | speedup (CPU) |"
+    head = "| tree | config | precision | chip | GFLOP/step | step s (CPU) | GFLOP/s (CPU) | ceiling (CPU) | ratio (CPU) | ratio (wall) | speedup (CPU) |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for tree in ("this", "baseline"):
         for config, by in results.get(tree, {}).items():
@@ -295,7 +323,8 @@ def table(results: dict) -> str:
                 sp = results.get("speedup", {}).get(config, {}).get(size, {}).get("cpu", "")
                 sp = sp if tree == "this" else ""
                 lines.append(
-                    f"| {tree} | {config} | {size} | {r['gflop_per_step']} | {c['step_s']} | "
+                    f"| {tree} | {config} | {r.get('precision', 'fp32')} | {size} | "
+                    f"{r['gflop_per_step']} | {c['step_s']} | "
                     f"{c['gflop_per_s']} | {ceil} | {c['ratio']} | {w['ratio']} | {sp} |"
                 )
     return "\n".join(lines)

@@ -171,7 +171,8 @@ def class_table(rows: list[dict]) -> str:
 @options.threads
 @_option(
     "--amp/--no-amp",
-    "Mixed precision (bfloat16, else float16 + loss scaling).  [default: on for CUDA]",
+    "Mixed precision: on CUDA bfloat16, else float16 + loss scaling; on a CPU bfloat16.  "
+    "[default: on for CUDA and for CPUs with bfloat16 instructions (AMX, AVX512-BF16)]",
 )
 @options.workers
 @_option("--seed", "Random seed.  [default: 0]", type=int)

@@ -24,7 +24,7 @@ from geopsp.train.checkpoints import TrainState, restore_state
 from geopsp.train.config import ARCH_KEYS, TrainConfig
 from geopsp.train.data import band_stats, class_pixels
 from geopsp.train.loaders import Loaders, batch_size, make_loaders, split_chips
-from geopsp.train.loop import Accel, train_step
+from geopsp.train.loop import Accel, cpu_has_bf16, train_step
 from geopsp.train.losses import auto_class_weights, make_criterion
 from geopsp.train.optim import lr_range_test, make_optimizer, make_scheduler, steps_in_budget
 
@@ -134,8 +134,10 @@ def build_session(cfg: TrainConfig, ckpt: dict | None, rt: Runtime) -> Session:
     arch = model.arch
     bs = batch_size(int(cfg.batch_size), len(train_chips), rt)
     accel = Accel.for_device(rt.device, cfg.amp)
-    if cfg.amp and rt.device.type != "cuda":
-        log.warning("--amp needs a CUDA device; training in float32 on %s", rt.device)
+    if cfg.amp and rt.device.type == "cpu" and not cpu_has_bf16():
+        log.warning("--amp: this CPU has no bfloat16 instructions; float32 may be faster")
+    elif cfg.amp and rt.device.type not in ("cpu", "cuda"):
+        log.warning("--amp needs a CUDA device or a CPU; training in float32 on %s", rt.device)
     data = make_loaders(cfg, chips, classes, mean, std, bs, rt)
     model.to(rt.device)
     if accel.channels_last:
