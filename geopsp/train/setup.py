@@ -136,8 +136,6 @@ def build_session(cfg: TrainConfig, ckpt: dict | None, rt: Runtime) -> Session:
     accel = Accel.for_device(rt.device, cfg.amp)
     if cfg.amp and rt.device.type == "cpu" and not cpu_has_bf16():
         log.warning("--amp: this CPU has no bfloat16 instructions; float32 may be faster")
-    elif cfg.amp and rt.device.type not in ("cpu", "cuda"):
-        log.warning("--amp needs a CUDA device or a CPU; training in float32 on %s", rt.device)
     data = make_loaders(cfg, chips, classes, mean, std, bs, rt)
     model.to(rt.device)
     if accel.channels_last:

@@ -238,3 +238,34 @@ def test_metadata_is_complete(chip_folder, tmp_path):
     assert meta["normalization"]["mean"] == pytest.approx(stats["mean"])
     assert meta["metrics"]["epoch"] == 1 and 0 <= meta["metrics"]["miou"] <= 1
     assert meta["train_config"]["epochs"] == 1 and meta["train_config"]["seed"] == 0
+
+
+@pytest.mark.parametrize(
+    ("native", "amp", "precision", "warns"),
+    [
+        (True, None, "bfloat16", False),  # the default on a CPU with bfloat16 instructions
+        (False, None, "off", False),  # float32 elsewhere
+        (True, False, "off", False),  # --no-amp
+        (False, True, "bfloat16", True),  # --amp without the instructions: allowed, warned
+    ],
+)
+def test_cpu_session_precision(
+    chip_folder, tmp_path, monkeypatch, caplog, native, amp, precision, warns
+):
+    from geopsp.core.runtime import setup, teardown
+    from geopsp.train.config import arch_defaults, resolve
+    from geopsp.train.result import amp_name
+    from geopsp.train.setup import build_session
+
+    monkeypatch.setattr("geopsp.train.loop.cpu_has_bf16", lambda: native)
+    monkeypatch.setattr("geopsp.train.setup.cpu_has_bf16", lambda: native)
+    cfg = resolve(TrainConfig([str(chip_folder("a", n=8))], str(tmp_path / "o"), amp=amp, **TINY))
+    rt = setup("cpu")
+    try:
+        arch_defaults(cfg, "cpu", None)
+        with caplog.at_level(logging.WARNING, logger="geopsp"):
+            session = build_session(cfg, None, rt)
+    finally:
+        teardown(rt)
+    assert amp_name(session) == precision
+    assert ("no bfloat16 instructions" in caplog.text) is warns
