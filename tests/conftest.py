@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,12 @@ SAMPLE = ROOT / "sample_data"
 
 # Keep CPU tests predictable on small machines (2 cores in CI).
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# A shell that starts the suite in the background without job control (`cmd &` in a script)
+# makes it ignore SIGINT, and ignored signals are inherited by every child process: the
+# Ctrl-C tests would then test nothing. Restore Python's handler, which children reset to
+# the default on exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
