@@ -55,7 +55,7 @@ class Accel:
         decides on any CPU. The CPU keeps its weights in the default layout (see
         :func:`train_step` for the batches).
 
-        With AMX, a training step of the CPU default network took 1.3x (64 px chips) to 2.5x
+        With AMX, a training step of the CPU default network took 1.05x (64 px chips) to 2.6x
         (256 px) less time in bfloat16 than in float32 (docs/performance.md).
         """
         if device.type == "cpu":
