@@ -6,8 +6,8 @@ counted with ``torch.utils.flop_counter.FlopCounterMode`` on the same step. The 
 GFLOP/s is compared with a ceiling measured in the same run at the same thread count and in
 the step's precision: a 2048x2048 matmul and a 3x3 convolution (8x128x64x64, 128 -> 128
 channels) forward + backward, whichever is faster, in float32 for float32 steps and in
-bfloat16 (channels_last) for mixed-precision ones. Timings alternate between configurations (and, with ``--baseline-tree``,
-between two source trees) round by round, so the noise of a shared machine hits all of them
+bfloat16 (channels_last) for bfloat16 ones. Timings alternate between configurations (and,
+with ``--baseline-tree``, between two source trees) round by round, so the noise of a shared machine hits all of them
 alike; the ceiling is measured just before and just after each step and averaged, and the
 medians over rounds are reported. Each time is taken both by wall clock and by CPU time of
 the process: with one thread (the default) CPU time leaves out the time the step spent
@@ -111,10 +111,13 @@ class Ceiling:
             "bf16_conv3x3": self._conv16_step,
         }
 
-    def measure(self) -> dict[str, float]:
-        """GFLOP/s of each kernel by wall clock and by CPU time (``cpu_`` keys)."""
+    def measure(self, precision: str) -> dict[str, float]:
+        """GFLOP/s of the kernels of ``precision`` (``fp32`` or ``bf16``) by wall clock and by
+        CPU time (``cpu_`` keys)."""
         out = {}
         for name, fn in self.kernels().items():
+            if name.startswith("bf16_") != (precision == "bf16"):
+                continue
             wall, cpu = _timed(fn, 2)
             out[name], out[f"cpu_{name}"] = (
                 self.flops[name] / wall / 1e9,
@@ -175,9 +178,9 @@ class Local:
         case = self.cases[key]
         # The ceiling is measured just before and just after the step and averaged, so that
         # both see the same load on a shared machine.
-        before = self.ceiling.measure()
+        before = self.ceiling.measure(case.precision)
         wall, cpu = case.time(steps)
-        after = self.ceiling.measure()
+        after = self.ceiling.measure(case.precision)
         ceil = {k: (before[k] + after[k]) / 2 for k in before}
         return {
             "seconds": wall, "cpu_seconds": cpu, "gflop": case.flops / 1e9,
