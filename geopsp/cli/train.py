@@ -121,7 +121,7 @@ def class_table(rows: list[dict]) -> str:
 @_option(
     "--loss",
     "Loss; 255 labels are always ignored.  [default: ce+dice]",
-    ["ce", "focal", "dice", "ce+dice"],
+    ["ce", "focal", "dice", "ce+dice", "lovasz", "ce+lovasz"],
 )
 @_option(
     "--class-weights",

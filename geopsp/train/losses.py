@@ -2,7 +2,9 @@
 
 ``--loss``: ``ce`` (cross-entropy), ``focal`` (cross-entropy scaled by ``(1 - p_true)^2``,
 which focuses on hard pixels), ``dice`` (1 - soft Dice averaged over the classes present in
-the batch, which does not care how many pixels a class has) and ``ce+dice`` (their sum).
+the batch, which does not care how many pixels a class has), ``ce+dice`` (their sum),
+``lovasz`` (the Lovasz-softmax surrogate of 1 - IoU, Berman et al. 2018, averaged over the
+classes present in the batch: the metric maps are scored with) and ``ce+lovasz``.
 The PSPNet total is ``loss(logits) + 0.4 * loss(aux) + ce(point_logits)`` when the auxiliary
 and PointRend heads exist.
 """
@@ -16,7 +18,7 @@ import torch.nn.functional as F
 from geopsp.core.classes import IGNORE
 from geopsp.core.errors import UsageError
 
-LOSSES = ("ce", "focal", "dice", "ce+dice")
+LOSSES = ("ce", "focal", "dice", "ce+dice", "lovasz", "ce+lovasz")
 CLASS_WEIGHTS = ("none", "auto", "sqrt")
 FOCAL_GAMMA = 2.0
 WEIGHT_CLIP = (0.1, 10.0)  # keeps a very rare class from dominating the loss
@@ -92,6 +94,43 @@ def dice(logits, target, weight=None, eps: float = 1.0) -> torch.Tensor:
     return ((1 - score) * w).sum() / w.sum()
 
 
+def _lovasz_grad(fg_sorted: torch.Tensor) -> torch.Tensor:
+    # The Jaccard loss of the first i pixels of the sorted order, for every i, differenced:
+    # the gradient of the Lovasz extension (Berman et al. 2018, equation 9).
+    gts = fg_sorted.sum()
+    inter = gts - fg_sorted.cumsum(0)
+    union = gts + (1 - fg_sorted).cumsum(0)
+    jac = 1.0 - inter / union
+    jac[1:] = jac[1:] - jac[:-1]
+    return jac
+
+
+def lovasz(logits, target, weight=None) -> torch.Tensor:
+    """Lovasz-softmax: the tight convex surrogate of 1 - IoU, over the whole batch.
+
+    Averaged (with class weights) over the classes present in the batch. With one-hot
+    probabilities it equals 1 - the mean IoU of those classes.
+    """
+    k = logits.shape[1]
+    prob = logits.float().softmax(1).movedim(1, -1).reshape(-1, k)
+    t = target.reshape(-1)
+    valid = t != IGNORE
+    prob, t = prob[valid], t[valid].long()
+    per_class, ws = [], []
+    for c in range(k):
+        fg = (t == c).to(prob.dtype)
+        w = 1.0 if weight is None else float(weight[c])
+        if w <= 0 or not bool(fg.any()):
+            continue
+        err, order = torch.sort((fg - prob[:, c]).abs(), descending=True)
+        per_class.append(torch.dot(err, _lovasz_grad(fg[order])))
+        ws.append(w)
+    if not per_class:
+        return logits.sum() * 0.0
+    w = torch.tensor(ws, dtype=prob.dtype, device=prob.device)
+    return (torch.stack(per_class) * w).sum() / w.sum()
+
+
 def make_criterion(name: str, weight: torch.Tensor | None = None):
     """Return ``criterion(logits, target) -> scalar`` for ``--loss name``."""
     if name not in LOSSES:
@@ -105,7 +144,10 @@ def make_criterion(name: str, weight: torch.Tensor | None = None):
             return focal(logits, target, weight)
         if name == "dice":
             return dice(logits, target, weight)
-        return cross_entropy(logits, target, weight) + dice(logits, target, weight)
+        if name == "lovasz":
+            return lovasz(logits, target, weight)
+        region = dice if name == "ce+dice" else lovasz
+        return cross_entropy(logits, target, weight) + region(logits, target, weight)
 
     return criterion
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from geopsp.core.errors import UsageError
-from geopsp.train.losses import auto_class_weights, make_criterion, total_loss
+from geopsp.train.losses import LOSSES, auto_class_weights, lovasz, make_criterion, total_loss
 
 
 def _data(seed=0, k=3):
@@ -19,7 +19,7 @@ def _data(seed=0, k=3):
     return logits, target
 
 
-@pytest.mark.parametrize("name", ["ce", "focal", "dice", "ce+dice"])
+@pytest.mark.parametrize("name", LOSSES)
 def test_ignored_pixels_have_no_effect(name):
     logits, target = _data()
     loss = make_criterion(name)(logits, target)
@@ -43,7 +43,7 @@ def test_ce_matches_torch_with_weights():
 def test_all_ignored_batch_gives_zero_not_nan():
     logits = torch.randn(1, 2, 4, 4, requires_grad=True)
     target = torch.full((1, 4, 4), 255)
-    for name in ("ce", "focal", "dice", "ce+dice"):
+    for name in LOSSES:
         loss = make_criterion(name)(logits, target)
         assert loss.item() == 0.0
         loss.backward()
@@ -127,3 +127,55 @@ def test_class_weights_option_picks_the_power(chip_folder):
         assert np.allclose(got, auto_class_weights(pixels, power))
     assert _class_weight(SimpleNamespace(class_weights="none"), train, cs.classes, rt) is None
     assert not np.allclose(auto_class_weights(pixels, 1.0), auto_class_weights(pixels, 0.5))
+
+
+def _mean_iou(pred, target, classes):
+    ious = []
+    for c in classes:
+        inter = ((pred == c) & (target == c)).sum().item()
+        union = ((pred == c) | (target == c)).sum().item()
+        ious.append(inter / union)
+    return sum(ious) / len(ious)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_lovasz_of_hard_predictions_is_one_minus_miou(seed):
+    # The Lovasz extension is tight: on one-hot probabilities it is the Jaccard loss itself.
+    g = torch.Generator().manual_seed(seed)
+    target = torch.randint(0, 3, (2, 12, 12), generator=g)
+    pred = torch.randint(0, 3, (2, 12, 12), generator=g)
+    logits = F.one_hot(pred, 3).permute(0, 3, 1, 2).float() * 50.0
+    assert lovasz(logits, target).item() == pytest.approx(1 - _mean_iou(pred, target, range(3)))
+    right = F.one_hot(target, 3).permute(0, 3, 1, 2).float() * 50.0
+    assert lovasz(right, target).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_lovasz_skips_absent_classes_and_weighs_present_ones():
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    target[0, :2] = 1  # classes 0 and 1 present, class 2 absent
+    pred = target.clone()
+    pred[0, 0, 0] = 0  # one class-1 pixel mapped as class 0
+    logits = F.one_hot(pred, 3).permute(0, 3, 1, 2).float() * 50.0
+    iou0, iou1 = 8 / 9, 7 / 8
+    assert lovasz(logits, target).item() == pytest.approx(1 - (iou0 + iou1) / 2)
+    w = torch.tensor([1.0, 3.0, 5.0])  # the absent class's weight must not count
+    expected = (1 * (1 - iou0) + 3 * (1 - iou1)) / 4
+    assert lovasz(logits, target, w).item() == pytest.approx(expected)
+
+
+def test_lovasz_gradient_lowers_the_loss():
+    logits, target = _data(seed=3)
+    crit = make_criterion("ce+lovasz")
+    before = crit(logits, target)
+    before.backward()
+    with torch.no_grad():
+        stepped = logits - 0.5 * logits.grad / logits.grad.abs().max()
+    assert crit(stepped, target) < before
+
+
+def test_cli_offers_every_loss():
+    # The CLI lists the names itself so that `geopsp --help` does not import torch.
+    from geopsp.cli.train import command
+
+    option = next(p for p in command.params if p.name == "loss")
+    assert tuple(option.type.choices) == LOSSES
