@@ -76,14 +76,20 @@ def focal(logits, target, weight=None, gamma: float = FOCAL_GAMMA) -> torch.Tens
     return _weighted_mean(per, target, weight)
 
 
-def dice(logits, target, weight=None, eps: float = 1.0) -> torch.Tensor:
-    """1 - soft Dice, averaged (with class weights) over classes present in the batch."""
+def _labelled_probs(logits: torch.Tensor, target: torch.Tensor):
+    """Softmax probabilities (N, K) and int64 labels (N,) of the labelled pixels."""
     k = logits.shape[1]
     prob = logits.float().softmax(1).movedim(1, -1).reshape(-1, k)
     t = target.reshape(-1)
     valid = t != IGNORE
-    prob = prob[valid]
-    onehot = F.one_hot(t[valid].long(), k).to(prob.dtype)
+    return prob[valid], t[valid].long()
+
+
+def dice(logits, target, weight=None, eps: float = 1.0) -> torch.Tensor:
+    """1 - soft Dice, averaged (with class weights) over classes present in the batch."""
+    k = logits.shape[1]
+    prob, t = _labelled_probs(logits, target)
+    onehot = F.one_hot(t, k).to(prob.dtype)
     inter = (prob * onehot).sum(0)
     card = prob.sum(0) + onehot.sum(0)
     score = (2 * inter + eps) / (card + eps)
@@ -112,10 +118,7 @@ def lovasz(logits, target, weight=None) -> torch.Tensor:
     probabilities it equals 1 - the mean IoU of those classes.
     """
     k = logits.shape[1]
-    prob = logits.float().softmax(1).movedim(1, -1).reshape(-1, k)
-    t = target.reshape(-1)
-    valid = t != IGNORE
-    prob, t = prob[valid], t[valid].long()
+    prob, t = _labelled_probs(logits, target)
     per_class, ws = [], []
     for c in range(k):
         fg = (t == c).to(prob.dtype)
