@@ -7,12 +7,16 @@
    The 16384^2 run must stay within 1.15 x the 4096^2 one.
 3. **Throughput**: end-to-end megapixels/second and the overlap cost (tiles computed /
    tiles a grid without overlap would need).
+4. **Precision** (``--precision``): end-to-end time of the same classification in float32 and
+   in bfloat16 autocast, alternating, and the share of pixels whose class agrees; and the
+   forward pass alone per tile size, precision and memory layout (contiguous or channels-last).
 
 Usage::
 
     python bench/classify.py                      # everything (about 10 min on 2 cores)
     python bench/classify.py --skip-memory        # efficiency and throughput only
     python bench/classify.py --sizes 2048 4096    # smaller memory runs
+    python bench/classify.py --skip-memory --skip-efficiency --precision --size 2048
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ def synthetic_raster(path: Path, size: int, block: int = 512) -> Path:
     return path
 
 
-def make_predictor(kind: str) -> Predictor:
+def make_predictor(kind: str, amp: bool = False) -> Predictor:
     """``pspnet``: resnet18 PSPNet (OS16, upsample decoder, no PointRend), random weights;
     ``tiny``: two 3x3 convolutions (fast, for the memory runs)."""
     import torch
@@ -77,7 +81,8 @@ def make_predictor(kind: str) -> Predictor:
             torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 2, 3, padding=1)
         ).eval()  # fmt: skip
         mult = 1
-    return Predictor(model, CLASSES, [120.0] * 3, [40.0] * 3, size_multiple=mult, chip_size=256)
+    return Predictor(model, CLASSES, [120.0] * 3, [40.0] * 3, size_multiple=mult, chip_size=256,
+                     amp=amp)  # fmt: skip
 
 
 def efficiency(
@@ -130,6 +135,51 @@ def efficiency(
     }  # fmt: skip
 
 
+def precision(src: Path, tile: int, overlap: int, batch: int, out_dir: Path, reps: int) -> dict:
+    """End-to-end seconds in float32 and in bfloat16 (alternating, best of ``reps``) and the
+    share of pixels with the same class in both maps."""
+    import rasterio
+
+    opts = ClassifyOptions(tile_size=tile, overlap=overlap, batch_size=batch, overwrite=True,
+                           progress=False)  # fmt: skip
+    preds = {"float32": make_predictor("pspnet"), "bfloat16": make_predictor("pspnet", amp=True)}
+    runs: dict[str, list[float]] = {name: [] for name in preds}
+    for rep in range(reps + 1):  # the first round warms up oneDNN and is not counted
+        for name, pred in preds.items():
+            t0 = time.perf_counter()
+            classify_raster(str(src), out_dir / f"{name}.tif", pred, opts)
+            if rep:
+                runs[name].append(time.perf_counter() - t0)
+    maps = [rasterio.open(out_dir / f"{name}.tif").read(1) for name in preds]
+    best = {name: min(v) for name, v in runs.items()}
+    return {"seconds": best, "runs_s": runs, "speedup": best["float32"] / best["bfloat16"],
+            "agreement": float((maps[0] == maps[1]).mean())}  # fmt: skip
+
+
+def layouts(sizes=(64, 128, 256, 512), pixels: int = 512 * 512, reps: int = 3) -> dict:
+    """Seconds of one forward pass of ``pixels`` pixels in tiles of each size, per precision
+    and memory layout of the model and the tiles (best of ``reps`` alternating rounds)."""
+    import torch
+
+    model = make_predictor("pspnet").model
+    out: dict = {}
+    for size in sizes:
+        x = torch.randn(max(1, pixels // size**2), 3, size, size)
+        best: dict[str, float] = {}
+        for _ in range(reps):
+            for amp in (False, True):
+                for fmt in (torch.contiguous_format, torch.channels_last):
+                    key = f"{'bfloat16' if amp else 'float32'} {str(fmt).split('.')[-1]}"
+                    m, xi = model.to(memory_format=fmt), x.contiguous(memory_format=fmt)
+                    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, amp):
+                        m(xi)  # oneDNN builds its kernels for this shape and layout
+                        t0 = time.perf_counter()
+                        m(xi)
+                    best[key] = min(best.get(key, math.inf), time.perf_counter() - t0)
+        out[size] = best
+    return out
+
+
 def overlap_cost(size: int, tile: int, overlap: int) -> float:
     """Tiles computed / tiles without overlap for a ``size``^2 raster."""
     g = TileGrid(size, size, tile, overlap, default_block(tile))
@@ -163,6 +213,7 @@ def main() -> None:
     ap.add_argument("--mem-tile", type=int, default=512)
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-efficiency", action="store_true")
+    ap.add_argument("--precision", action="store_true", help="float32 against bfloat16")
     ap.add_argument("--workdir", default=None, help="where the synthetic rasters go")
     ap.add_argument("--child", nargs=2, metavar=("SRC", "OUT"), help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -172,11 +223,11 @@ def main() -> None:
     work = Path(a.workdir or tempfile.mkdtemp(prefix="geopsp-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     results: dict = {}
-    if not a.skip_efficiency:
-        if a.threads:
-            import torch
+    if a.threads:
+        import torch
 
-            torch.set_num_threads(a.threads)
+        torch.set_num_threads(a.threads)
+    if not a.skip_efficiency:
         src = synthetic_raster(work / f"eff_{a.size}.tif", a.size)
         results["efficiency"] = r = efficiency(src, a.tile, a.overlap, a.batch, work, a.reps)
         print(
@@ -189,6 +240,16 @@ def main() -> None:
               f"model busy {100 * r['model_busy']:.1f}% of the end-to-end wall time (median)")  # fmt: skip
         print(f"end-to-end: {r['e2e_mp_per_s']:.3f} MP/s; overlap cost {r['overlap_cost']:.3f} x "
               f"(defaults tile 512 / overlap 64 on 16384^2: {r['default_overlap_cost_16384']:.3f} x)")  # fmt: skip
+    if a.precision:
+        src = synthetic_raster(work / f"eff_{a.size}.tif", a.size)
+        results["precision"] = r = precision(src, a.tile, a.overlap, a.batch, work, a.reps)
+        print(f"float32 {r['seconds']['float32']:.2f} s, bfloat16 {r['seconds']['bfloat16']:.2f} s "
+              f"(x{r['speedup']:.2f}); same class for {100 * r['agreement']:.3f} % of the pixels")  # fmt: skip
+        results["layouts"] = lay = layouts()
+        for size, row in lay.items():
+            print(
+                f"forward, {size} px tiles: " + ", ".join(f"{k} {v:.3f} s" for k, v in row.items())
+            )
     if not a.skip_memory:
         results["memory"] = mem = {}
         for size in a.sizes:

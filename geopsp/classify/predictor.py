@@ -86,6 +86,7 @@ class Predictor:
         import torch
 
         from geopsp.classify.fingerprint import model_identity
+        from geopsp.core.precision import cpu_has_bf16
         from geopsp.core.runtime import launch, resolve_device
         from geopsp.models.modelfile import load_model
 
@@ -115,7 +116,7 @@ class Predictor:
             resolution=(float(res[0]), float(res[1])) if res else None,
             crs=md.get("crs"),
             device=dev,
-            amp=bool(amp) and dev.type == "cuda",
+            amp=bool(amp) and (dev.type == "cuda" or (dev.type == "cpu" and cpu_has_bf16())),
             metadata=md,
             source=str(path),
             identity=identity,
@@ -131,12 +132,18 @@ class Predictor:
             torch.device(self.device) if not isinstance(self.device, torch.device) else self.device
         )
         cuda = dev.type == "cuda"
-        if cuda and isinstance(self.model, torch.nn.Module):
+        # On a CPU, mixed precision is bfloat16 (float16 has no fast CPU kernels).
+        amp_dtype = None if cuda else torch.bfloat16
+        amp = self.amp and dev.type in ("cuda", "cpu")
+        # bfloat16 on a CPU wants channels_last as much as CUDA does (a forward pass took 34-40 %
+        # less time with it at 64-512 px tiles); float32 on a CPU did not gain at 64 px.
+        channels_last = isinstance(self.model, torch.nn.Module) and (cuda or amp)
+        if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         transforms = _transforms(tta)
 
         def run(x: torch.Tensor) -> torch.Tensor:
-            with torch.autocast(dev.type, enabled=self.amp and cuda):
+            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
                 out = self.model(x)
             out = out.float()
             return torch.softmax(out, dim=1) if self.activation == "softmax" else out
@@ -153,6 +160,7 @@ class Predictor:
             x = torch.from_numpy(batch)
             if cuda:
                 x = x.pin_memory().to(dev, non_blocking=True)
+            if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():
                 total = None
@@ -161,7 +169,7 @@ class Predictor:
                     total = p if total is None else total + p
                 if len(transforms) > 1:
                     total = total / len(transforms)
-                return total.cpu().numpy().astype(np.float32, copy=False)
+                return total.contiguous().cpu().numpy().astype(np.float32, copy=False)
 
         return forward
 

@@ -98,7 +98,7 @@ def _deprecated_workers(ctx: click.Context, param: click.Parameter, value: int |
     "--amp/--no-amp",
     default=True,
     show_default=True,
-    help="Mixed precision on CUDA (ignored on CPU).",
+    help="Mixed precision: on CUDA, and bfloat16 on CPUs with AMX or AVX512-BF16.",
 )
 @click.option(
     "--read-threads",

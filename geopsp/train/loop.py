@@ -3,39 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-import functools
-import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from geopsp.core.classes import IGNORE
 from geopsp.core.interrupts import raise_if_interrupted
+from geopsp.core.precision import cpu_has_bf16
 from geopsp.core.progress import bar
 from geopsp.core.runtime import Runtime, all_sum
 from geopsp.evaluate.metrics import scores
 from geopsp.train.losses import total_loss
-
-
-@functools.cache
-def cpu_has_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 in hardware (x86 AMX-BF16 or AVX512-BF16).
-
-    Read from ``/proc/cpuinfo``; elsewhere (not Linux, or unreadable) ``False``. Without these
-    instructions oneDNN emulates bfloat16 and mixed precision is no faster than float32.
-    """
-    try:
-        return has_bf16_flags(Path("/proc/cpuinfo").read_text(errors="replace"))
-    except OSError:
-        return False
-
-
-def has_bf16_flags(cpuinfo: str) -> bool:
-    """Whether ``/proc/cpuinfo`` text lists AMX-BF16 or AVX512-BF16."""
-    return re.search(r"\b(amx_bf16|avx512_bf16)\b", cpuinfo) is not None
 
 
 @dataclass

@@ -18,13 +18,14 @@ import torch
 from geopsp.chips.folder import ChipSet, open_chip_folders
 from geopsp.core.classes import ClassInfo, from_dicts
 from geopsp.core.errors import InputError, ModelFileError, UsageError
+from geopsp.core.precision import cpu_has_bf16
 from geopsp.core.runtime import Runtime, broadcast_float
 from geopsp.train.averaging import WeightAverage, start_average
 from geopsp.train.checkpoints import TrainState, restore_state
 from geopsp.train.config import ARCH_KEYS, TrainConfig
 from geopsp.train.data import band_stats, class_pixels
 from geopsp.train.loaders import Loaders, batch_size, make_loaders, split_chips
-from geopsp.train.loop import Accel, cpu_has_bf16, train_step
+from geopsp.train.loop import Accel, train_step
 from geopsp.train.losses import auto_class_weights, make_criterion
 from geopsp.train.optim import lr_range_test, make_optimizer, make_scheduler, steps_in_budget
 

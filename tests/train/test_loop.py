@@ -8,8 +8,9 @@ import copy
 import pytest
 import torch
 
+from geopsp.core.precision import has_bf16_flags
 from geopsp.models import AUX_WEIGHT, build_model
-from geopsp.train.loop import Accel, has_bf16_flags, train_step
+from geopsp.train.loop import Accel, train_step
 from geopsp.train.losses import make_criterion, total_loss
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
