@@ -84,7 +84,11 @@ def mismatch(old: dict, new: dict) -> tuple[str, str]:
     the start of a hint when an option can restore the old value."""
     keys = sorted(set(old) | set(new))
     k = ([k for k in keys if old.get(k) != new.get(k)] or ["format"])[0]
-    same = f"use --threads {old.get(k)} as before, or " if k == "cpu_threads" else ""
+    same = ""
+    if k == "cpu_threads":
+        same = f"use --threads {old.get(k)} as before, or "
+    elif k == "amp":  # e.g. a CPU run begun in float32 and resumed where bfloat16 is the default
+        same = f"use {'--amp' if old.get(k) else '--no-amp'} as before, or "
     return f"{k} = {old.get(k)!r}, this run has {new.get(k)!r}", same
 
 

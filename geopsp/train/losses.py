@@ -119,12 +119,15 @@ def lovasz(logits, target, weight=None) -> torch.Tensor:
     """
     k = logits.shape[1]
     prob, t = _labelled_probs(logits, target)
+    # One host transfer for all classes, not a GPU sync per class.
+    present = (torch.bincount(t, minlength=k) > 0).tolist()
+    weights = [1.0] * k if weight is None else weight.float().tolist()
     per_class, ws = [], []
     for c in range(k):
-        fg = (t == c).to(prob.dtype)
-        w = 1.0 if weight is None else float(weight[c])
-        if w <= 0 or not bool(fg.any()):
+        w = weights[c]
+        if w <= 0 or not present[c]:
             continue
+        fg = (t == c).to(prob.dtype)
         err, order = torch.sort((fg - prob[:, c]).abs(), descending=True)
         per_class.append(torch.dot(err, _lovasz_grad(fg[order])))
         ws.append(w)

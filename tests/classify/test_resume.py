@@ -257,6 +257,18 @@ def test_other_thread_count_is_refused_with_the_option_to_use(tmp_path):
         Journal(out, {"cpu_threads": 1, "tile": 64}, 1, 512).open()
 
 
+@pytest.mark.parametrize(
+    ("before", "now", "hint"), [(False, True, "--no-amp"), (True, False, "--amp")]
+)
+def test_other_precision_is_refused_with_the_option_to_use(tmp_path, before, now, hint):
+    out = tmp_path / "cls.tif"
+    j = Journal(out, {"amp": before, "tile": 64}, 1, 512)
+    j.open()
+    j.close()
+    with pytest.raises(OutputError, match=rf"amp = {before}, this run has {now}; use {hint} as"):
+        Journal(out, {"amp": now, "tile": 64}, 1, 512).open()
+
+
 def test_blender_never_overwrites_the_seams_recorded_progress_needs(tmp_path, monkeypatch):
     """With a slow writer, the blender may run ahead, but never writes the seam file that the
     last recorded row points to (else a crash at that moment would resume from wrong sums)."""
