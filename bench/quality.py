@@ -185,9 +185,18 @@ def to_result(
 
 
 def bench_dataset(
-    name: str, ds: Dataset, configs: dict[str, str], budget: str, work: Path, baseline: bool
+    name: str,
+    ds: Dataset,
+    configs: dict[str, str],
+    budget: str,
+    work: Path,
+    baseline: bool,
+    chip_args: tuple[str, ...] = (),
 ) -> list[Result]:
-    """Every configuration and the baseline on one dataset, in one run."""
+    """Every configuration and the baseline on one dataset, in one run.
+
+    ``chip_args`` replaces the dataset's ``export-chips`` arguments (e.g. another chip size).
+    """
     from baseline import predict_raster, train_baseline  # noqa: PLC0415  (bench/ sibling)
 
     work.mkdir(parents=True, exist_ok=True)
@@ -203,7 +212,7 @@ def bench_dataset(
         str(chips),
         "--val-fraction",
         "0.15",
-        *ds.chips,
+        *(chip_args or ds.chips),
     )
     results = []
     for cname, extra in configs.items():
@@ -246,6 +255,12 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="keep the work folder here")
     ap.add_argument("--threads", type=int, help="CPU threads of every run (default: all)")
     ap.add_argument("--no-baseline", action="store_true", help="geopsp configurations only")
+    ap.add_argument(
+        "--chips",
+        default="",
+        metavar="ARGS",
+        help='export-chips arguments instead of each dataset\'s (e.g. "--chip-size 256 --stride 64")',
+    )
     args = ap.parse_args()
     if args.threads:  # children read it at start-up; this process sets it for the baseline
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -263,7 +278,13 @@ def main() -> None:
         base = args.keep or Path(tmp)
         for name in args.datasets.split(","):
             results += bench_dataset(
-                name, DATASETS[name], configs, args.budget, base / name, not args.no_baseline
+                name,
+                DATASETS[name],
+                configs,
+                args.budget,
+                base / name,
+                not args.no_baseline,
+                tuple(shlex.split(args.chips)),
             )
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in results], indent=2))
