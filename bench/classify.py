@@ -66,15 +66,17 @@ def synthetic_raster(path: Path, size: int, block: int = 512) -> Path:
 
 def make_predictor(kind: str, amp: bool = False) -> Predictor:
     """``pspnet``: resnet18 PSPNet (OS16, upsample decoder, no PointRend), random weights;
-    ``tiny``: two 3x3 convolutions (fast, for the memory runs)."""
+    ``cpu-default``: the network ``geopsp train`` builds on a CPU (the same with the FPN
+    decoder); ``tiny``: two 3x3 convolutions (fast, for the memory runs)."""
     import torch
 
     torch.manual_seed(0)
-    if kind == "pspnet":
+    if kind in ("pspnet", "cpu-default"):
         from geopsp.models import build_model
 
+        decoder = "fpn" if kind == "cpu-default" else "upsample"
         model = build_model({"in_channels": 3, "num_classes": 2, "output_stride": 16,
-                             "decoder": "upsample", "pointrend": False}).eval()  # fmt: skip
+                             "decoder": decoder, "pointrend": False}).eval()  # fmt: skip
         mult = model.size_multiple
     else:
         model = torch.nn.Sequential(
@@ -137,23 +139,34 @@ def efficiency(
 
 def precision(src: Path, tile: int, overlap: int, batch: int, out_dir: Path, reps: int) -> dict:
     """End-to-end seconds in float32 and in bfloat16 (alternating, best of ``reps``) and the
-    share of pixels with the same class in both maps."""
+    share of pixels with the same class in both maps; ``float32 contiguous`` is float32 with
+    the layout of the code before channels-last float32 tiles (the model and tiles NCHW)."""
     import rasterio
+
+    import geopsp.classify.predictor as predictor_module
 
     opts = ClassifyOptions(tile_size=tile, overlap=overlap, batch_size=batch, overwrite=True,
                            progress=False)  # fmt: skip
-    preds = {"float32": make_predictor("pspnet"), "bfloat16": make_predictor("pspnet", amp=True)}
+    kind = "cpu-default"
+    preds = {"float32": make_predictor(kind), "float32 contiguous": make_predictor(kind),
+             "bfloat16": make_predictor(kind, amp=True)}  # fmt: skip
     runs: dict[str, list[float]] = {name: [] for name in preds}
+    least = predictor_module.CPU_FP32_CHANNELS_LAST_PIXELS
     for rep in range(reps + 1):  # the first round warms up oneDNN and is not counted
         for name, pred in preds.items():
+            forced = name == "float32 contiguous"
+            predictor_module.CPU_FP32_CHANNELS_LAST_PIXELS = math.inf if forced else least
             t0 = time.perf_counter()
-            classify_raster(str(src), out_dir / f"{name}.tif", pred, opts)
+            classify_raster(str(src), out_dir / f"{name.replace(' ', '_')}.tif", pred, opts)
             if rep:
                 runs[name].append(time.perf_counter() - t0)
-    maps = [rasterio.open(out_dir / f"{name}.tif").read(1) for name in preds]
+    predictor_module.CPU_FP32_CHANNELS_LAST_PIXELS = least
+    maps = [rasterio.open(out_dir / f"{name.replace(' ', '_')}.tif").read(1) for name in preds]
     best = {name: min(v) for name, v in runs.items()}
     return {"seconds": best, "runs_s": runs, "speedup": best["float32"] / best["bfloat16"],
-            "agreement": float((maps[0] == maps[1]).mean())}  # fmt: skip
+            "layout_speedup": best["float32 contiguous"] / best["float32"],
+            "agreement": float((maps[0] == maps[2]).mean()),
+            "layout_agreement": float((maps[0] == maps[1]).mean())}  # fmt: skip
 
 
 def layouts(sizes=(64, 128, 256, 512), pixels: int = 512 * 512, reps: int = 3) -> dict:
@@ -161,7 +174,7 @@ def layouts(sizes=(64, 128, 256, 512), pixels: int = 512 * 512, reps: int = 3) -
     and memory layout of the model and the tiles (best of ``reps`` alternating rounds)."""
     import torch
 
-    model = make_predictor("pspnet").model
+    model = make_predictor("cpu-default").model
     out: dict = {}
     for size in sizes:
         x = torch.randn(max(1, pixels // size**2), 3, size, size)
@@ -243,8 +256,11 @@ def main() -> None:
     if a.precision:
         src = synthetic_raster(work / f"eff_{a.size}.tif", a.size)
         results["precision"] = r = precision(src, a.tile, a.overlap, a.batch, work, a.reps)
-        print(f"float32 {r['seconds']['float32']:.2f} s, bfloat16 {r['seconds']['bfloat16']:.2f} s "
+        sec = r["seconds"]
+        print(f"float32 {sec['float32']:.2f} s, bfloat16 {sec['bfloat16']:.2f} s "
               f"(x{r['speedup']:.2f}); same class for {100 * r['agreement']:.3f} % of the pixels")  # fmt: skip
+        print(f"float32 with NCHW tiles {sec['float32 contiguous']:.2f} s (channels-last "
+              f"x{r['layout_speedup']:.2f}); same class for {100 * r['layout_agreement']:.3f} %")  # fmt: skip
         results["layouts"] = lay = layouts()
         for size, row in lay.items():
             print(

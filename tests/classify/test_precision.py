@@ -34,3 +34,40 @@ def test_bf16_probabilities_follow_float32(tmp_path, monkeypatch):
     assert not np.array_equal(p16, p32)  # the bfloat16 path really ran
     assert np.abs(p16 - p32).max() < 0.05
     assert (p16.argmax(1) == p32.argmax(1)).mean() > 0.95
+
+
+@pytest.mark.parametrize(
+    ("device", "amp", "size", "expected"),
+    [
+        ("cpu", False, 64, False),
+        ("cpu", False, 96, False),
+        ("cpu", False, 128, True),
+        ("cpu", False, 512, True),
+        ("cpu", True, 64, True),
+        ("cuda", False, 64, True),
+    ],
+)
+def test_channels_last_by_device_precision_and_tile(device, amp, size, expected):
+    import torch
+
+    from geopsp.classify.predictor import channels_last_tiles
+
+    assert channels_last_tiles(torch.device(device), amp, size * size) is expected
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_float32_layout_follows_the_tiles_and_keeps_the_probabilities(tmp_path, size):
+    import torch
+
+    path = write_model_file(tmp_path / "m.safetensors", CLASSES)
+    x = np.random.default_rng(0).normal(size=(2, 3, size, size)).astype(np.float32)
+    pred = Predictor.from_file(str(path), "cpu", amp=False)
+    reference = pred.model(torch.from_numpy(x)).softmax(1).detach().numpy()
+    out = pred.forward_fn()(x)
+    conv = next(m for m in pred.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) is (size >= 128)
+    np.testing.assert_allclose(out, reference, atol=1e-5)
+    # A later run on other tiles puts the shared model back in the layout its tiles want.
+    other = 192 - size
+    pred.forward_fn()(np.zeros((1, 3, other, other), np.float32))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) is (other >= 128)
