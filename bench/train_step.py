@@ -268,9 +268,10 @@ def profile(args: argparse.Namespace) -> None:
     from torch.profiler import profile as torch_profile
 
     case = Case(args.profile, args.sizes[0], args.batch_size)
-    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+    with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=args.by_shape) as prof:
         case.step()
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
+    table = prof.key_averages(group_by_input_shape=args.by_shape)
+    print(table.table(sort_by="self_cpu_time_total", row_limit=args.rows))
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -346,6 +347,7 @@ def main() -> None:
     ap.add_argument("--baseline-tree", type=Path, help="also measure geopsp from this tree")
     ap.add_argument("--profile", choices=list(CONFIGS), help="print a per-op table instead")
     ap.add_argument("--rows", type=int, default=30, help="rows of the --profile table")
+    ap.add_argument("--by-shape", action="store_true", help="--profile: one row per op and shape")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
