@@ -73,10 +73,12 @@ def make_predictor(kind: str, amp: bool = False) -> Predictor:
     torch.manual_seed(0)
     if kind in ("pspnet", "cpu-default"):
         from geopsp.models import build_model
+        from geopsp.train.config import CPU_ARCH_DEFAULTS
 
-        decoder = "fpn" if kind == "cpu-default" else "upsample"
-        model = build_model({"in_channels": 3, "num_classes": 2, "output_stride": 16,
-                             "decoder": decoder, "pointrend": False}).eval()  # fmt: skip
+        arch = {"in_channels": 3, "num_classes": 2, **CPU_ARCH_DEFAULTS}
+        if kind == "pspnet":
+            arch.update(output_stride=16, decoder="upsample", pointrend=False)
+        model = build_model(arch).eval()
         mult = model.size_multiple
     else:
         model = torch.nn.Sequential(
@@ -152,15 +154,17 @@ def precision(src: Path, tile: int, overlap: int, batch: int, out_dir: Path, rep
              "bfloat16": make_predictor(kind, amp=True)}  # fmt: skip
     runs: dict[str, list[float]] = {name: [] for name in preds}
     least = predictor_module.CPU_FP32_CHANNELS_LAST_PIXELS
-    for rep in range(reps + 1):  # the first round warms up oneDNN and is not counted
-        for name, pred in preds.items():
-            forced = name == "float32 contiguous"
-            predictor_module.CPU_FP32_CHANNELS_LAST_PIXELS = math.inf if forced else least
-            t0 = time.perf_counter()
-            classify_raster(str(src), out_dir / f"{name.replace(' ', '_')}.tif", pred, opts)
-            if rep:
-                runs[name].append(time.perf_counter() - t0)
-    predictor_module.CPU_FP32_CHANNELS_LAST_PIXELS = least
+    try:
+        for rep in range(reps + 1):  # the first round warms up oneDNN and is not counted
+            for name, pred in preds.items():
+                forced = name == "float32 contiguous"
+                predictor_module.CPU_FP32_CHANNELS_LAST_PIXELS = math.inf if forced else least
+                t0 = time.perf_counter()
+                classify_raster(str(src), out_dir / f"{name.replace(' ', '_')}.tif", pred, opts)
+                if rep:
+                    runs[name].append(time.perf_counter() - t0)
+    finally:
+        predictor_module.CPU_FP32_CHANNELS_LAST_PIXELS = least
     maps = [rasterio.open(out_dir / f"{name.replace(' ', '_')}.tif").read(1) for name in preds]
     best = {name: min(v) for name, v in runs.items()}
     return {"seconds": best, "runs_s": runs, "speedup": best["float32"] / best["bfloat16"],
@@ -254,7 +258,9 @@ def main() -> None:
         print(f"end-to-end: {r['e2e_mp_per_s']:.3f} MP/s; overlap cost {r['overlap_cost']:.3f} x "
               f"(defaults tile 512 / overlap 64 on 16384^2: {r['default_overlap_cost_16384']:.3f} x)")  # fmt: skip
     if a.precision:
-        src = synthetic_raster(work / f"eff_{a.size}.tif", a.size)
+        src = work / f"eff_{a.size}.tif"  # the efficiency run's raster, when it ran
+        if not src.exists():
+            synthetic_raster(src, a.size)
         results["precision"] = r = precision(src, a.tile, a.overlap, a.batch, work, a.reps)
         sec = r["seconds"]
         print(f"float32 {sec['float32']:.2f} s, bfloat16 {sec['bfloat16']:.2f} s "

@@ -190,7 +190,7 @@ def channels_last_tiles(device: Any, amp: bool, pixels: int) -> bool:
     :data:`CPU_FP32_CHANNELS_LAST_PIXELS` on (13-17 % less time at 128-512 px tiles for the
     CPU's default network; even at 64 px, and 10 % slower there for the upsample decoder).
     """
-    if getattr(device, "type", str(device)) == "cuda" or amp:
+    if device.type == "cuda" or amp:
         return True
     return pixels >= CPU_FP32_CHANNELS_LAST_PIXELS
 
