@@ -39,27 +39,8 @@ def read_vector(address: str, layer: str, class_field: str | None, buffer: float
         skipped (null, empty or unrepairable) geometries.
     """
     import pyogrio
-    import shapely
 
-    try:
-        info = pyogrio.read_info(address, layer=layer)
-    except Exception as exc:
-        raise InputError(f"{address}: cannot read layer {layer!r} ({_first_line(exc)})") from exc
-    if info.get("crs") is None:
-        raise InputError(
-            f"{address}: the labels have no CRS; assign one (e.g. ogr2ogr -a_srs EPSG:4326 out.gpkg {address})"
-        )
-    fields = [str(f) for f in info["fields"]]
-    if class_field is not None and class_field not in fields:
-        # OGR matches field names case-insensitively (and shapefiles/DBF often upper-case
-        # them), so --class-field class finds CLASS when that match is unambiguous.
-        same = [f for f in fields if f.lower() == class_field.lower()]
-        if len(same) == 1:
-            log.info("--class-field %r: using field %r", class_field, same[0])
-            class_field = same[0]
-    if class_field is not None and class_field not in fields:
-        shown = ", ".join(fields) if fields else "none"
-        raise UsageError(f"--class-field {class_field!r} not found in {address}; fields: {shown}")
+    class_field = _class_field(address, layer, class_field)
     try:
         df = pyogrio.read_dataframe(
             address, layer=layer, columns=[class_field] if class_field else []
@@ -77,6 +58,44 @@ def read_vector(address: str, layer: str, class_field: str | None, buffer: float
                 "%d feature(s) without a %r value are not used", int(missing.sum()), class_field
             )
             geoms, values = geoms[~missing], values[~missing]
+    keep, repaired, skipped = _repair(address, geoms, buffer)
+    if not keep.any():
+        raise InputError(f"{address}: layer {layer!r} has no usable geometries")
+    return geoms[keep], (values[keep] if values is not None else None), df.crs, repaired, skipped
+
+
+def _class_field(address: str, layer: str, class_field: str | None) -> str | None:
+    """The layer's spelling of ``--class-field``, after checking the layer has a CRS."""
+    import pyogrio
+
+    try:
+        info = pyogrio.read_info(address, layer=layer)
+    except Exception as exc:
+        raise InputError(f"{address}: cannot read layer {layer!r} ({_first_line(exc)})") from exc
+    if info.get("crs") is None:
+        raise InputError(
+            f"{address}: the labels have no CRS; assign one (e.g. ogr2ogr -a_srs EPSG:4326 out.gpkg {address})"
+        )
+    if class_field is None:
+        return None
+    fields = [str(f) for f in info["fields"]]
+    if class_field not in fields:
+        # OGR matches field names case-insensitively (and shapefiles/DBF often upper-case
+        # them), so --class-field class finds CLASS when that match is unambiguous.
+        same = [f for f in fields if f.lower() == class_field.lower()]
+        if len(same) == 1:
+            log.info("--class-field %r: using field %r", class_field, same[0])
+            return same[0]
+        shown = ", ".join(fields) if fields else "none"
+        raise UsageError(f"--class-field {class_field!r} not found in {address}; fields: {shown}")
+    return class_field
+
+
+def _repair(address: str, geoms: np.ndarray, buffer: float | None) -> tuple[np.ndarray, int, int]:
+    """Repair invalid geometries in place; the mask of usable ones and the repaired and skipped
+    counts. Lines and points without ``buffer`` are a usage error."""
+    import shapely
+
     null = np.array([g is None or g.is_empty for g in geoms], dtype=bool)
     skipped = int(null.sum())
     kinds = np.array(["" if g is None else g.geom_type for g in geoms], dtype=object)
@@ -101,11 +120,7 @@ def read_vector(address: str, layer: str, class_field: str | None, buffer: float
             repaired += 1
     if repaired or skipped:
         log.warning("%s: %d invalid geometries repaired, %d skipped", address, repaired, skipped)
-    keep = ~null
-    if not keep.any():
-        raise InputError(f"{address}: layer {layer!r} has no usable geometries")
-    crs = df.crs
-    return geoms[keep], (values[keep] if values is not None else None), crs, repaired, skipped
+    return ~null, repaired, skipped
 
 
 def read_label_raster_values(ds) -> np.ndarray:
