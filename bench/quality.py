@@ -163,9 +163,15 @@ def run_geopsp(
     with open(model_dir / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     seconds = float(rows[-1]["elapsed"]) if rows else 0.0
+    return map_area(held, model_dir, work, name), seconds, len(rows)
+
+
+def map_area(held: Path, model_dir: Path, work: Path, name: str, args: str = "") -> Path:
+    """``geopsp classify`` the held-out area with a trained configuration (and ``args``)."""
     out = work / f"map_{name}.tif"
-    geopsp("classify", str(held), "-m", str(model_dir / "model.safetensors"), "-o", str(out))
-    return out, seconds, len(rows)
+    model = str(model_dir / "model.safetensors")
+    geopsp("classify", str(held), "-m", model, "-o", str(out), *shlex.split(args))
+    return out
 
 
 def to_result(
@@ -192,10 +198,13 @@ def bench_dataset(
     work: Path,
     baseline: bool,
     chip_args: tuple[str, ...] = (),
+    maps: dict[str, str] | None = None,
 ) -> list[Result]:
     """Every configuration and the baseline on one dataset, in one run.
 
-    ``chip_args`` replaces the dataset's ``export-chips`` arguments (e.g. another chip size).
+    ``chip_args`` replaces the dataset's ``export-chips`` arguments (e.g. another chip size);
+    ``maps`` maps each trained configuration again with other ``classify`` arguments, scored
+    as ``CONFIG+NAME``.
     """
     from baseline import predict_raster, train_baseline  # noqa: PLC0415  (bench/ sibling)
 
@@ -220,6 +229,13 @@ def bench_dataset(
         report = score(out, ds, work, cname)
         results.append(to_result(name, cname, report, ds.target, seconds, epochs))
         print(_row(results[-1]), flush=True)
+        for mname, margs in (maps or {}).items():
+            variant = f"{cname}+{mname}"
+            margs = margs.replace("{train_area}", str(train_area))
+            out = map_area(held, work / f"model_{cname}", work, variant, margs)
+            report = score(out, ds, work, variant)
+            results.append(to_result(name, variant, report, ds.target, seconds, epochs))
+            print(_row(results[-1]), flush=True)
     if not baseline:
         return results
     t0 = time.perf_counter()
@@ -251,6 +267,14 @@ def main() -> None:
     ap.add_argument("--budget", default="3m", help="training time per configuration")
     ap.add_argument("--datasets", default=",".join(DATASETS))
     ap.add_argument("--config", action="append", default=[], metavar="NAME=ARGS")
+    ap.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="NAME=ARGS",
+        help="also map each configuration with these classify arguments (row CONFIG+NAME); "
+        "{train_area} stands for the training area's raster",
+    )
     ap.add_argument("--json", type=Path)
     ap.add_argument("--keep", type=Path, help="keep the work folder here")
     ap.add_argument("--threads", type=int, help="CPU threads of every run (default: all)")
@@ -285,6 +309,7 @@ def main() -> None:
                 base / name,
                 not args.no_baseline,
                 tuple(shlex.split(args.chips)),
+                dict(m.split("=", 1) for m in args.map),
             )
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in results], indent=2))

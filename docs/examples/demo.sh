@@ -32,9 +32,10 @@ geopsp export-chips "$out/train_area.tif" --labels "$outlines" -o "$out/chips" \
 #    stride 16 without PointRend). No pretrained weights, so no download.
 geopsp train "$out/chips" -o "$out/model" --encoder-weights none --time-limit 3m
 
-# 4. Classify the held-out area, averaging the 8 rotations/reflections of every window.
+# 4. Classify the held-out area, averaging the 8 rotations/reflections of every window and
+#    correcting for its class mix against the training area's (it has more glacier).
 geopsp classify "$out/test_area.tif" -m "$out/model/model.safetensors" -o "$out/glaciers.tif" \
-    --tta d4
+    --tta d4 --adapt-priors "$out/train_area.tif"
 
 # 5. Accuracy of the map against the glacier inventory.
 geopsp evaluate "$out/glaciers.tif" --reference "$outlines" --plot "$out/confusion.png" \

@@ -69,6 +69,7 @@ def classify_fingerprint(address: str, predictor, grid, bands, options) -> dict:
         "probabilities": bool(options.probabilities or options.confidence),
         "cog": bool(options.cog),
         "creation_options": dict(sorted((options.creation_options or {}).items())),
+        **({"adapt_priors": input_identity(options.adapt_priors)} if options.adapt_priors else {}),
         "device": str(getattr(predictor.device, "type", predictor.device)),
         "amp": bool(predictor.amp),
         # oneDNN's results can depend on the thread count: keep it for a byte-identical result

@@ -36,6 +36,8 @@ class ClassifyOptions:
     progress: bool = True
     block_size: int | None = None  # streaming block (pixels); None: default_block(tile)
     resume: bool = False  # keep progress in OUTPUT.partial and continue from it
+    # The model's training raster: reweight for the input's class mix (geopsp.classify.priors)
+    adapt_priors: str | None = None
 
 
 @dataclass
@@ -203,5 +205,23 @@ def plan_raster(
             warn_grid(src, address, predictor)
     block = plan_block(options.block_size, tile, out_block(profile, options))
     grid = TileGrid(profile["height"], profile["width"], tile, overlap, block)
+    if options.adapt_priors:  # the training raster must suit the model too: check it now
+        try:
+            plan_raster(options.adapt_priors, "", predictor, training_options(options), False)
+        except (InputError, UsageError) as exc:  # -b is the input's: never a hint here
+            what = str(exc).split("; choose")[0]
+            raise type(exc)(
+                f"--adapt-priors: {what}; give the raster the model was trained on"
+            ) from exc
     fp = classify_fingerprint(address, predictor, grid, bands, options)
     return RasterJob(address, str(output), options, bands, profile, grid, fp)
+
+
+def training_options(options: ClassifyOptions) -> ClassifyOptions:
+    """How ``--adapt-priors``'s training raster is read: the model's own source bands (``-b``
+    is for the input), the same windows."""
+    import dataclasses
+
+    return dataclasses.replace(
+        options, adapt_priors=None, bands=None, probabilities=None, confidence=None
+    )

@@ -158,11 +158,34 @@ def _run(job: RasterJob, predictor, outputs, rt: Runtime, journal, start_block, 
     progress = _RunProgress(grid, start_block, journal, pbar, t0)
     try:
         forward = predictor.forward_fn(options.tta)
+        if options.adapt_priors:
+            forward = _adapted(job, predictor, reader, forward, rt)
         return run_pipeline(grid, reader, forward, outputs.write_block, len(predictor.classes),
                             settings, rt, progress)  # fmt: skip
     finally:
         pbar.close()
         reader.close()
+
+
+def _adapted(job: RasterJob, predictor: Predictor, reader, forward, rt: Runtime):
+    """``forward`` reweighted from the class mix the model sees in its training raster to the
+    one it sees in the input (``--adapt-priors``): both estimated by rank 0 from a sample of
+    windows, and shared with every rank."""
+    from geopsp.classify.priors import class_mixes, prior_weights, reweighted
+    from geopsp.core.runtime import broadcast
+
+    mixes = broadcast(class_mixes(job, predictor, reader, forward) if rt.is_main else None, rt)
+    if mixes is None:
+        log.warning("%s: the sampled windows are all nodata; the map is not adapted", job.address)
+        return forward
+    train, area = mixes
+    if rt.is_main:
+        shares = ", ".join(
+            f"{c.name} {a:.3f} ({t:.3f})"
+            for c, a, t in zip(predictor.classes, area, train, strict=True)
+        )
+        log.info("class mix of %s (training raster): %s", Path(job.address).name, shares)
+    return reweighted(forward, prior_weights(train, area))
 
 
 def _skip(job: RasterJob, rt: Runtime) -> bool:

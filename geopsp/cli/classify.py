@@ -76,6 +76,14 @@ def _deprecated_workers(ctx: click.Context, param: click.Parameter, value: int |
     help="Test-time augmentation averaged in probability space (flips: 4 passes, d4: 8).",
 )
 @click.option(
+    "--adapt-priors",
+    default=None,
+    metavar="TRAINING_RASTER",
+    help="Correct the map for the input's class mix: the model's mean class probabilities on "
+    "up to 64 windows of the raster it was trained on and of each input give every class a "
+    "weight (input / training) for its probabilities.",
+)
+@click.option(
     "--probabilities",
     type=click.Path(dir_okay=True),
     default=None,
@@ -142,7 +150,7 @@ def _deprecated_workers(ctx: click.Context, param: click.Parameter, value: int |
 @opt.config
 @click.pass_context
 def command(ctx: click.Context, inputs, model, output, tile_size, overlap, batch_size, blend, tta,
-            probabilities, confidence, cog, creation_options, bands, device, amp, read_threads,
+            adapt_priors, probabilities, confidence, cog, creation_options, bands, device, amp, read_threads,
             workers, block_size, resume, overwrite, polygons, **polygon_options) -> None:  # fmt: skip
     """Classify INPUT rasters (any GDAL address) with MODEL into OUTPUT.
 
@@ -161,6 +169,7 @@ def command(ctx: click.Context, inputs, model, output, tile_size, overlap, batch
         batch_size=batch_size,
         blend=blend,
         tta=tta,
+        adapt_priors=adapt_priors,
         bands=parse_bands(bands),
         probabilities=probabilities,
         confidence=confidence,

@@ -13,7 +13,8 @@ from .test_classify_cli import crop, make_model
 
 
 @pytest.mark.slow
-def test_torchrun_two_ranks_is_byte_identical(everest, tmp_path):
+@pytest.mark.parametrize("adapt", [False, True])
+def test_torchrun_two_ranks_is_byte_identical(everest, tmp_path, adapt):
     model = make_model(tmp_path / "model.safetensors")
     src = crop(everest["image"], tmp_path / "in.tif", 300, nodata=0)
     with rasterio.open(src, "r+") as d:  # a nodata corner: skipped tiles on one rank only
@@ -25,6 +26,8 @@ def test_torchrun_two_ranks_is_byte_identical(everest, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     common = ["classify", str(src), "-m", str(model), "--tile-size", "96", "--overlap", "16",
               "--batch-size", "3"]  # fmt: skip
+    if adapt:  # rank 0's estimate of the class mixes must reach every rank
+        common += ["--adapt-priors", str(everest["image"])]
 
     def outs(tag):
         return [
