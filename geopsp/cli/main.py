@@ -51,7 +51,7 @@ class GeopspGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         verbosity = ctx.params.get("verbose", 0)
-        from geopsp.core.interrupts import sigint_never_lost
+        from geopsp.core.interrupts import sigint_never_lost, silence_interrupted_finalizers
 
         try:
             with sigint_never_lost():
@@ -63,6 +63,7 @@ class GeopspGroup(click.Group):
                 raise click.UsageError(str(exc), ctx=None) from None
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt as exc:
+            silence_interrupted_finalizers()
             click.echo(interrupted_message(exc), err=True)
             ctx.exit(130)
         except MemoryError:

@@ -57,3 +57,21 @@ def raise_if_interrupted() -> None:
     """Raise ``KeyboardInterrupt`` if Ctrl-C arrived inside :func:`sigint_never_lost`."""
     if _pending.is_set():
         raise KeyboardInterrupt
+
+
+def silence_interrupted_finalizers() -> None:
+    """For the rest of the process, drop the "Exception ignored in" reports of finalizers that
+    fail with ``AttributeError`` or ``KeyboardInterrupt``.
+
+    Ctrl-C can stop an object halfway through its ``__init__`` (torch's DataLoader iterator,
+    while it forks its workers); its ``__del__`` then reads attributes that were never set
+    and Python prints that failure, with a traceback, when the object is collected after the
+    command has reported the interrupt. Only for a command that is about to exit.
+    """
+    hook = sys.unraisablehook
+
+    def quiet(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, AttributeError | KeyboardInterrupt):
+            hook(unraisable)
+
+    sys.unraisablehook = quiet

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
+import sys
 
 import pytest
 
-from geopsp.core.interrupts import raise_if_interrupted, sigint_never_lost
+from geopsp.core.interrupts import (
+    raise_if_interrupted,
+    sigint_never_lost,
+    silence_interrupted_finalizers,
+)
 
 
 def test_a_swallowed_ctrl_c_is_raised_again_at_the_next_safe_point():
@@ -35,3 +41,33 @@ def test_an_ignored_sigint_stays_ignored():
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+class _HalfBuilt:
+    """Like a DataLoader iterator stopped by Ctrl-C inside ``__init__``: ``__del__`` reads an
+    attribute that was never set (or fails otherwise)."""
+
+    def __init__(self, error=None) -> None:
+        self.error = error
+
+    def __del__(self) -> None:
+        if self.error is not None:
+            raise self.error
+        self._shutdown  # noqa: B018  (never set)
+
+
+def test_after_ctrl_c_half_built_objects_die_quietly():
+    reported = []
+    saved = sys.unraisablehook
+    sys.unraisablehook = lambda u: reported.append(type(u.exc_value))
+    try:
+        silence_interrupted_finalizers()
+        _HalfBuilt()
+        _HalfBuilt(KeyboardInterrupt())
+        gc.collect()
+        assert reported == []
+        _HalfBuilt(ValueError("a real bug"))  # other failures are still reported
+        gc.collect()
+        assert reported == [ValueError]
+    finally:
+        sys.unraisablehook = saved
