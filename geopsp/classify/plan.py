@@ -156,6 +156,7 @@ class RasterJob:
     profile: dict  # the input's rasterio profile
     grid: TileGrid
     fingerprint: dict  # what decides the output's bytes (geopsp.classify.fingerprint)
+    training: RasterJob | None = None  # --adapt-priors: the training raster, planned alike
 
     def paths(self) -> dict[str, str]:
         """``{option: path}`` of every output, the class raster first."""
@@ -205,19 +206,20 @@ def plan_raster(
             warn_grid(src, address, predictor)
     block = plan_block(options.block_size, tile, out_block(profile, options))
     grid = TileGrid(profile["height"], profile["width"], tile, overlap, block)
+    training = None
     if options.adapt_priors:  # the training raster must suit the model too: check it now
         try:
-            plan_raster(options.adapt_priors, "", predictor, training_options(options), False)
+            training = plan_raster(options.adapt_priors, "", predictor, _training(options), False)
         except (InputError, UsageError) as exc:  # -b is the input's: never a hint here
             what = str(exc).split("; choose")[0]
             raise type(exc)(
                 f"--adapt-priors: {what}; give the raster the model was trained on"
             ) from exc
     fp = classify_fingerprint(address, predictor, grid, bands, options)
-    return RasterJob(address, str(output), options, bands, profile, grid, fp)
+    return RasterJob(address, str(output), options, bands, profile, grid, fp, training)
 
 
-def training_options(options: ClassifyOptions) -> ClassifyOptions:
+def _training(options: ClassifyOptions) -> ClassifyOptions:
     """How ``--adapt-priors``'s training raster is read: the model's own source bands (``-b``
     is for the input), the same windows."""
     import dataclasses

@@ -57,7 +57,7 @@ def area_prior(
     """
     n = len(grid)
     picks = sorted({int(i) for i in np.linspace(0, n - 1, min(windows, n))}) if n else []
-    total, count = None, 0
+    total = None
     for start in range(0, len(picks), max(int(batch_size), 1)):
         tiles = [grid.tile_range(k, k + 1)[0] for k in picks[start : start + batch_size]]
         read = [read_tile(t) for t in tiles]
@@ -68,10 +68,7 @@ def area_prior(
         valid = np.stack([v for _, v in keep])[:, None]
         part = (probs * valid).sum(axis=(0, 2, 3))
         total = part if total is None else total + part
-        count += int(valid.sum())
-    if total is None or count == 0:
-        return None
-    return total / total.sum()
+    return None if total is None else total / total.sum()
 
 
 def prior_weights(training: np.ndarray, area: np.ndarray) -> np.ndarray:
@@ -98,16 +95,15 @@ def reweighted(
 def class_mixes(job, predictor, reader, forward) -> tuple[np.ndarray, np.ndarray] | None:
     """(training raster's mix, input's mix) as the model sees them, or None when either
     raster's sampled windows are all nodata. ``job`` is the input's planned
-    :class:`~geopsp.classify.plan.RasterJob` and ``reader`` its window reader."""
-    from geopsp.classify.plan import plan_raster, training_options
+    :class:`~geopsp.classify.plan.RasterJob` (with its ``training`` raster's) and ``reader``
+    its window reader."""
     from geopsp.classify.reader import TileReader
 
-    opts = training_options(job.options)
-    ref = plan_raster(job.options.adapt_priors, "", predictor, opts, warn=False)
+    ref, batch = job.training, job.options.batch_size
     ref_reader = TileReader(ref.address, ref.bands, predictor, ref.grid.tile)
     try:
-        train = area_prior(ref.grid, ref_reader, forward, opts.batch_size)
+        train = area_prior(ref.grid, ref_reader, forward, batch)
     finally:
         ref_reader.close()
-    area = area_prior(job.grid, reader, forward, opts.batch_size)
+    area = area_prior(job.grid, reader, forward, batch)
     return None if train is None or area is None else (train, area)

@@ -176,7 +176,10 @@ def _adapted(job: RasterJob, predictor: Predictor, reader, forward, rt: Runtime)
 
     mixes = broadcast(class_mixes(job, predictor, reader, forward) if rt.is_main else None, rt)
     if mixes is None:
-        log.warning("%s: the sampled windows are all nodata; the map is not adapted", job.address)
+        log.warning(
+            "%s: the sampled windows of it or of %s are all nodata; the map is not adapted",
+            job.address, job.options.adapt_priors,
+        )  # fmt: skip
         return forward
     train, area = mixes
     if rt.is_main:
