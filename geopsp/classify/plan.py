@@ -179,11 +179,18 @@ def check_options(options: ClassifyOptions) -> None:
 
 
 def plan_raster(
-    address: str, output: str, predictor: Predictor, options: ClassifyOptions, warn: bool = True
+    address: str,
+    output: str,
+    predictor: Predictor,
+    options: ClassifyOptions,
+    warn: bool = True,
+    band_hint: bool = True,
 ) -> RasterJob:
     """Check one input against the model and options and plan its grid.
 
-    ``warn`` logs the input's CRS and resolution warnings (rank 0 only under torchrun).
+    ``warn`` logs the input's CRS and resolution warnings (rank 0 only under torchrun);
+    ``band_hint`` ends a band-count error with the ``-b`` to choose (not for a raster that
+    ``-b`` does not apply to).
     Output paths are checked separately (:func:`geopsp.classify.outputs.check_outputs`).
 
     Raises
@@ -200,7 +207,7 @@ def plan_raster(
     check_options(options)
     tile, overlap = plan_tiles(predictor, options.tile_size, options.overlap)
     with open_raster(address) as src:
-        bands = select_bands(src, address, predictor, options.bands)
+        bands = select_bands(src, address, predictor, options.bands, band_hint)
         profile = dict(src.profile)
         if warn:
             warn_grid(src, address, predictor)
@@ -209,11 +216,12 @@ def plan_raster(
     training = None
     if options.adapt_priors:  # the training raster must suit the model too: check it now
         try:
-            training = plan_raster(options.adapt_priors, "", predictor, _training(options), False)
-        except (InputError, UsageError) as exc:  # -b is the input's: never a hint here
-            what = str(exc).split("; choose")[0]
+            training = plan_raster(
+                options.adapt_priors, "", predictor, _training(options), False, band_hint=False
+            )
+        except (InputError, UsageError) as exc:  # -b is the input's: no hint to use it here
             raise type(exc)(
-                f"--adapt-priors: {what}; give the raster the model was trained on"
+                f"--adapt-priors: {exc}; give the raster the model was trained on"
             ) from exc
     fp = classify_fingerprint(address, predictor, grid, bands, options)
     return RasterJob(address, str(output), options, bands, profile, grid, fp, training)

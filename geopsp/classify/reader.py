@@ -13,9 +13,12 @@ from geopsp.core.errors import UsageError
 log = logging.getLogger(__name__)
 
 
-def select_bands(src, address: str, predictor: Predictor, bands: list[int] | None) -> list[int]:
+def select_bands(
+    src, address: str, predictor: Predictor, bands: list[int] | None, hint: bool = True
+) -> list[int]:
     """The source bands to feed the model: ``-b`` if given, else the source bands the model
-    was trained on; refuses a band count or band numbers that do not fit ``src``."""
+    was trained on; refuses a band count or band numbers that do not fit ``src`` (``hint``:
+    the message ends with how to choose them with ``-b``)."""
     n = predictor.n_bands
     if bands is None:
         want = predictor.bands
@@ -26,13 +29,14 @@ def select_bands(src, address: str, predictor: Predictor, bands: list[int] | Non
                 listed = ",".join(map(str, want))
                 raise UsageError(
                     f"the model was trained on source bands {listed} but {address} has "
-                    f"{src.count} band(s); choose the matching {n} band(s) with -b/--bands"
+                    f"{src.count} band(s)"
+                    + (f"; choose the matching {n} band(s) with -b/--bands" if hint else "")
                 )
         elif src.count == n:  # a model that does not record its source bands
             return list(range(1, n + 1))
         raise UsageError(
-            f"{address} has {src.count} band(s) but the model expects {n}; "
-            f"choose {n} band(s) with -b/--bands"
+            f"{address} has {src.count} band(s) but the model expects {n}"
+            + (f"; choose {n} band(s) with -b/--bands" if hint else "")
         )
     from geopsp.core.sources import check_bands
 
