@@ -119,50 +119,57 @@ def classes_from_field(
         The table sorted by value and a uint8 array with one class value per feature.
     """
     if values is None:
-        n = 0 if given is None else len([c for c in given if c.value != 0])
-        if given is None:
-            table = [ClassInfo(1, default_name, default_color(1))]
-        elif n == 1:
-            table = list(given)
-        else:
-            raise UsageError(
-                "the class table has several classes but no --class-field says which feature "
-                "is which; give --class-field"
-            )
+        table = _single_class(given, default_name)
         value = next(c.value for c in table if c.value != 0)
         return with_background(table, unlabeled), np.full(count, value, dtype=np.uint8)
     ints = _as_int_values(values)
     if given is not None:
-        return with_background(list(given), unlabeled), _map_to_given(
-            values, ints, given, field or ""
-        )
-    if ints is not None:
-        uniq = np.unique(ints)
-        _too_many(len(uniq), f"values of {field!r}")
-        if uniq.min() < 1 or uniq.max() > MAX_CLASSES:
-            log.warning(
-                "values of %r are outside 1..%d (0 = background, 255 = ignore); "
-                "renumbering them 1..%d in sorted order (see classes.json)",
-                field,
-                MAX_CLASSES,
-                len(uniq),
-            )
-            new = np.arange(1, len(uniq) + 1)
-            table = [
-                ClassInfo(int(n), str(int(o)), default_color(int(n)))
-                for n, o in zip(new, uniq, strict=True)
-            ]
-            mapped = new[np.searchsorted(uniq, ints)]
-            return with_background(table, unlabeled), mapped.astype(np.uint8)
-        table = [ClassInfo(int(v), str(int(v)), default_color(int(v))) for v in uniq]
-        return with_background(table, unlabeled), ints.astype(np.uint8)
-    strings = np.asarray([str(v) for v in values], dtype=object)
-    uniq_s = sorted(set(strings))
-    _too_many(len(uniq_s), f"values of {field!r}")
-    index = {s: i + 1 for i, s in enumerate(uniq_s)}
-    table = [ClassInfo(i, s, default_color(i)) for s, i in index.items()]
-    mapped = np.array([index[s] for s in strings], dtype=np.uint8)
+        mapped = _map_to_given(values, ints, given, field or "")
+        return with_background(list(given), unlabeled), mapped
+    table, mapped = _integer_classes(ints, field) if ints is not None else _named(values, field)
     return with_background(table, unlabeled), mapped
+
+
+def _single_class(given: list[ClassInfo] | None, default_name: str) -> list[ClassInfo]:
+    """The class table of features without a class field: one class."""
+    if given is None:
+        return [ClassInfo(1, default_name, default_color(1))]
+    if len([c for c in given if c.value != 0]) == 1:
+        return list(given)
+    raise UsageError(
+        "the class table has several classes but no --class-field says which feature "
+        "is which; give --class-field"
+    )
+
+
+def _integer_classes(ints: np.ndarray, field: str | None) -> tuple[list[ClassInfo], np.ndarray]:
+    """Integer field values as class values, renumbered 1..n when any is outside 1..255."""
+    uniq = np.unique(ints)
+    _too_many(len(uniq), f"values of {field!r}")
+    if uniq.min() >= 1 and uniq.max() <= MAX_CLASSES:
+        table = [ClassInfo(int(v), str(int(v)), default_color(int(v))) for v in uniq]
+        return table, ints.astype(np.uint8)
+    log.warning(
+        "values of %r are outside 1..%d (0 = background, 255 = ignore); "
+        "renumbering them 1..%d in sorted order (see classes.json)",
+        field, MAX_CLASSES, len(uniq),
+    )  # fmt: skip
+    new = np.arange(1, len(uniq) + 1)
+    table = [
+        ClassInfo(int(n), str(int(o)), default_color(int(n)))
+        for n, o in zip(new, uniq, strict=True)
+    ]
+    return table, new[np.searchsorted(uniq, ints)].astype(np.uint8)
+
+
+def _named(values: np.ndarray, field: str | None) -> tuple[list[ClassInfo], np.ndarray]:
+    """Text field values as class names, numbered 1..n in sorted order."""
+    strings = np.asarray([str(v) for v in values], dtype=object)
+    uniq = sorted(set(strings))
+    _too_many(len(uniq), f"values of {field!r}")
+    index = {s: i + 1 for i, s in enumerate(uniq)}
+    table = [ClassInfo(i, s, default_color(i)) for s, i in index.items()]
+    return table, np.array([index[s] for s in strings], dtype=np.uint8)
 
 
 def classes_from_raster_values(

@@ -103,24 +103,17 @@ def train(
     arch_defaults(cfg, rt.device.type, ckpt["architecture"] if ckpt else None)
     created = False
     finished = 0
-    det = (
+    kernels = (  # restored on the way out: train() is also a library call
         torch.are_deterministic_algorithms_enabled(),
         torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
     )
-    bench = torch.backends.cudnn.benchmark
     try:
-        if rt.device.type == "cpu":
-            # Same seed -> same run (resume equivalence); CPU kernels have deterministic variants.
-            torch.use_deterministic_algorithms(True, warn_only=True)
-        else:
-            torch.backends.cudnn.benchmark = True
+        _kernel_settings(rt.device.type)
         s = build_session(cfg, ckpt, rt)
         if rt.is_main:
             created = not out.exists()
-            out.mkdir(exist_ok=True)
-            if cfg.overwrite and not in_place:
-                for name in OUTPUT_FILES:
-                    (out / name).unlink(missing_ok=True)
+            _prepare_output(out, cfg.overwrite and not in_place)
         barrier(rt)
         clock = TimeBudget(cfg.time_limit, s.state.elapsed, start=started, prior=s.state.costs)
         result = _fit(cfg, s, rt, out, clock, (on_epoch, on_start), progress)
@@ -138,11 +131,28 @@ def train(
             f"(e.g. {max(1, bs // 2)}) or smaller chips"
         ) from exc
     finally:
-        torch.use_deterministic_algorithms(det[0], warn_only=det[1])
-        torch.backends.cudnn.benchmark = bench
+        torch.use_deterministic_algorithms(kernels[0], warn_only=kernels[1])
+        torch.backends.cudnn.benchmark = kernels[2]
         teardown(rt)
         if created and rt.is_main and finished == 0 and not (out / "last.ckpt").exists():
             shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping: leave no trace
+
+
+def _kernel_settings(device_type: str) -> None:
+    if device_type == "cpu":
+        # Same seed -> same run (resume equivalence); CPU kernels have deterministic variants.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def _prepare_output(out: Path, replace: bool) -> None:
+    """Create the output folder; with ``replace`` (``--overwrite`` of another run's folder)
+    delete that run's outputs first, so none of them is mistaken for this run's."""
+    out.mkdir(exist_ok=True)
+    if replace:
+        for name in OUTPUT_FILES:
+            (out / name).unlink(missing_ok=True)
 
 
 def _fit(cfg, s: Session, rt: Runtime, out: Path, clock: TimeBudget, calls, progress):
