@@ -56,6 +56,8 @@ CONFIGS: dict[str, dict] = {
     "no-pointrend": {"pointrend": False},
     "no-aux": {"aux": False},
     "cheap": {"output_stride": 16, "decoder": "upsample", "pointrend": False},
+    # The CPU default under torch.compile (inductor); FLOPs are counted on the eager step.
+    "cpu-default-compiled": {**CPU_ARCH_DEFAULTS, "compile": True},
 }
 NUM_CLASSES = 2
 
@@ -136,7 +138,7 @@ class Case:
         from geopsp.train.optim import make_optimizer
 
         torch.manual_seed(0)
-        arch = {k: v for k, v in CONFIGS[config].items() if k not in ("aux", "amp")}
+        arch = {k: v for k, v in CONFIGS[config].items() if k not in ("aux", "amp", "compile")}
         arch.update(backbone="resnet18", in_channels=3, num_classes=NUM_CLASSES)
         self.model = build_model(arch)
         self.aux_weight = AUX_WEIGHT
@@ -152,13 +154,17 @@ class Case:
         y = torch.randint(0, NUM_CLASSES, (batch, size, size))
         x, y = accel.to_device(x, y)
 
-        def step() -> None:
-            train_step(self.model, opt, scaler, x, y, crit, None, accel, self.aux_weight)
+        run = torch.compile(self.model) if CONFIGS[config].get("compile") else self.model
+
+        def step(model=run) -> None:
+            train_step(model, opt, scaler, x, y, crit, None, accel, self.aux_weight)
 
         self.step = step
-        step()  # warm-up: allocator, optimizer state, first-call overheads
+        t0 = time.perf_counter()
+        step()  # warm-up: allocator, optimizer state, first-call overheads (and compilation)
+        self.first_step_s = time.perf_counter() - t0
         with FlopCounterMode(display=False) as fc:
-            step()
+            step(self.model)  # eager: the same arithmetic, counted op by op
         self.flops = fc.get_total_flops()
 
     def time(self, steps: int) -> tuple[float, float]:
@@ -184,7 +190,7 @@ class Local:
         ceil = {k: (before[k] + after[k]) / 2 for k in before}
         return {
             "seconds": wall, "cpu_seconds": cpu, "gflop": case.flops / 1e9,
-            "precision": case.precision, **ceil,
+            "precision": case.precision, "first_step_s": case.first_step_s, **ceil,
         }  # fmt: skip
 
     def drop(self, config: str, size: int) -> None:
@@ -241,6 +247,8 @@ def summarise(samples: list[dict]) -> dict:
     kind = "bf16_" if precision == "bf16" else ""
     med = lambda key, rows: statistics.median(r[key] for r in rows)  # noqa: E731
     out: dict = {"gflop_per_step": round(gflop, 1), "precision": precision}
+    if "first_step_s" in samples[0]:  # absent from an older tree's worker
+        out["first_step_s"] = round(samples[0]["first_step_s"], 1)
     for clock, pre in (("wall", kind), ("cpu", "cpu_" + kind)):
         sec = "seconds" if clock == "wall" else "cpu_seconds"
         rows = [
