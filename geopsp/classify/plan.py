@@ -6,8 +6,11 @@ Every check of a raster happens once, in :func:`plan_raster`, before any work st
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from geopsp.classify.predictor import TTA_MODES, Predictor
 from geopsp.classify.tiling import BLEND_KINDS, TileGrid, default_block
@@ -157,6 +160,9 @@ class RasterJob:
     grid: TileGrid
     fingerprint: dict  # what decides the output's bytes (geopsp.classify.fingerprint)
     training: RasterJob | None = None  # --adapt-priors: the training raster, planned alike
+    # On a training raster's job: the model's class mix there, measured once per run (rank 0)
+    # by geopsp.classify.priors.class_mixes and shared by every input that planned with it.
+    mix: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def paths(self) -> dict[str, str]:
         """``{option: path}`` of every output, the class raster first."""
@@ -185,12 +191,14 @@ def plan_raster(
     options: ClassifyOptions,
     warn: bool = True,
     band_hint: bool = True,
+    training: RasterJob | None = None,
 ) -> RasterJob:
     """Check one input against the model and options and plan its grid.
 
     ``warn`` logs the input's CRS and resolution warnings (rank 0 only under torchrun);
     ``band_hint`` ends a band-count error with the ``-b`` to choose (not for a raster that
-    ``-b`` does not apply to).
+    ``-b`` does not apply to); ``training`` is the ``--adapt-priors`` raster already planned
+    for another input of the same run (planned here when None).
     Output paths are checked separately (:func:`geopsp.classify.outputs.check_outputs`).
 
     Raises
@@ -213,8 +221,7 @@ def plan_raster(
             warn_grid(src, address, predictor)
     block = plan_block(options.block_size, tile, out_block(profile, options))
     grid = TileGrid(profile["height"], profile["width"], tile, overlap, block)
-    training = None
-    if options.adapt_priors:  # the training raster must suit the model too: check it now
+    if options.adapt_priors and training is None:  # it must suit the model too: check it now
         try:
             training = plan_raster(
                 options.adapt_priors, "", predictor, _training(options), False, band_hint=False
@@ -224,14 +231,13 @@ def plan_raster(
                 f"--adapt-priors: {exc}; give the raster the model was trained on"
             ) from exc
     fp = classify_fingerprint(address, predictor, grid, bands, options)
+    training = training if options.adapt_priors else None
     return RasterJob(address, str(output), options, bands, profile, grid, fp, training)
 
 
 def _training(options: ClassifyOptions) -> ClassifyOptions:
     """How ``--adapt-priors``'s training raster is read: the model's own source bands (``-b``
     is for the input), the same windows."""
-    import dataclasses
-
     return dataclasses.replace(
         options, adapt_priors=None, bands=None, probabilities=None, confidence=None
     )

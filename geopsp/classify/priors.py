@@ -96,14 +96,16 @@ def class_mixes(job, predictor, reader, forward) -> tuple[np.ndarray, np.ndarray
     """(training raster's mix, input's mix) as the model sees them, or None when either
     raster's sampled windows are all nodata. ``job`` is the input's planned
     :class:`~geopsp.classify.plan.RasterJob` (with its ``training`` raster's) and ``reader``
-    its window reader."""
+    its window reader. The training raster's mix is measured once and kept on its job, which
+    every input of a run shares."""
     from geopsp.classify.reader import TileReader
 
     ref, batch = job.training, job.options.batch_size
-    ref_reader = TileReader(ref.address, ref.bands, predictor, ref.grid.tile)
-    try:
-        train = area_prior(ref.grid, ref_reader, forward, batch)
-    finally:
-        ref_reader.close()
+    if ref.mix is None:
+        ref_reader = TileReader(ref.address, ref.bands, predictor, ref.grid.tile)
+        try:
+            ref.mix = area_prior(ref.grid, ref_reader, forward, batch)
+        finally:
+            ref_reader.close()
     area = area_prior(job.grid, reader, forward, batch)
-    return None if train is None or area is None else (train, area)
+    return None if ref.mix is None or area is None else (ref.mix, area)

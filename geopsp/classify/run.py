@@ -248,10 +248,11 @@ def plan_jobs(
                     Path(d).mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
                     raise OutputError(f"cannot create folder {d}: {exc.strerror or exc}") from exc
-    jobs = []
+    jobs, training = [], None
     for addr, (out, p), (_, c) in zip(inputs, probs, confs, strict=True):
         opts = dataclasses.replace(options, probabilities=p, confidence=c)
-        job = plan_raster(addr, out, predictor, opts, warn=rt.is_main)
+        job = plan_raster(addr, out, predictor, opts, warn=rt.is_main, training=training)
+        training = job.training  # --adapt-priors: one training raster (and mix) for all
         if not _skip(job, rt):
             check_outputs(list(job.paths().values()), options.overwrite, _reads(job, predictor))
             jobs.append(job)

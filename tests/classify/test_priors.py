@@ -147,3 +147,32 @@ def test_cli_adapt_priors_errors(everest_model, everest, tmp_path, training, cod
     assert len(lines) == 1 and lines[0].startswith("Error: --adapt-priors:") and words in lines[0]
     assert "-b/--bands" not in lines[0]  # -b is the input's option
     assert not out.exists()
+
+
+def test_inputs_of_one_run_share_the_training_mix(tmp_path, monkeypatch):
+    # Several inputs, one training raster: it is planned and measured once, and every input
+    # is still weighted by its own mix (a land-heavy and a water-heavy input).
+    from geopsp.classify import reader as reader_module
+    from geopsp.classify.run import plan_jobs, run_raster
+    from geopsp.core.runtime import Runtime
+
+    opened = []
+
+    class CountingReader(reader_module.TileReader):
+        def __init__(self, address, *args, **kwargs):
+            opened.append(address)
+            super().__init__(address, *args, **kwargs)
+
+    monkeypatch.setattr(reader_module, "TileReader", CountingReader)  # the mixes' reader only
+    train = _uniform(tmp_path / "train.tif", 204, 51, shape=(70, 50))
+    inputs = [_uniform(tmp_path / "a.tif", 153, 102), _uniform(tmp_path / "b.tif", 230, 25)]
+    opts = ClassifyOptions(tile_size=64, overlap=8, overwrite=True, progress=False,
+                           adapt_priors=train)  # fmt: skip
+    jobs = plan_jobs(inputs, str(tmp_path / "out"), _identity(), opts, Runtime())
+    assert jobs[0].training is jobs[1].training
+    summaries = [run_raster(job, _identity(), Runtime()) for job in jobs]
+    assert opened == [train]
+    np.testing.assert_allclose(jobs[0].training.mix, [0.8, 0.2], atol=1e-6)
+    # a: land 0.6 against 0.8 in training turns to water; b: land 0.9 stays land
+    assert summaries[0].class_pixels == {0: 0, 1: 90 * 130}
+    assert summaries[1].class_pixels == {0: 90 * 130, 1: 0}
