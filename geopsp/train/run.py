@@ -23,7 +23,7 @@ from geopsp.core.runtime import Runtime, barrier, setup, teardown
 from geopsp.train.budget import BudgetedLoader, TimeBudget, start_plan
 from geopsp.train.config import (
     TrainConfig,
-    arch_defaults,
+    device_defaults,
     epoch_label,
     resolve,
     saved_options,
@@ -100,7 +100,7 @@ def train(
     cfg = resolve(config, ckpt["options"] if ckpt else None)
     out, in_place = check_output(cfg)
     rt = setup(cfg.device)
-    arch_defaults(cfg, rt.device.type, ckpt["architecture"] if ckpt else None)
+    device_defaults(cfg, rt.device.type, ckpt["architecture"] if ckpt else None)
     created = False
     finished = 0
     kernels = (  # restored on the way out: train() is also a library call

@@ -7,10 +7,11 @@ import pytest
 from geopsp.core.errors import UsageError
 from geopsp.train.config import (
     CPU_ARCH_DEFAULTS,
+    CPU_BATCH_SIZE,
     DEFAULTS,
     TIME_LIMIT_DEFAULTS,
     TrainConfig,
-    arch_defaults,
+    device_defaults,
     resolve,
 )
 
@@ -47,25 +48,39 @@ def test_the_default_learning_rate_depends_on_the_optimizer():
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
-def test_architecture_defaults_follow_the_device(device):
+def test_architecture_and_batch_defaults_follow_the_device(device):
     cfg = _cfg()
-    arch_defaults(cfg, device, None)
+    assert cfg.batch_size is None  # left to the device
+    device_defaults(cfg, device, None)
     if device == "cpu":
         assert (cfg.output_stride, cfg.pointrend) == (16, False)
         assert CPU_ARCH_DEFAULTS == {"output_stride": 16, "pointrend": False}
+        assert cfg.batch_size == CPU_BATCH_SIZE == 16
     else:  # the model's own defaults (output stride 8, PointRend) apply
         assert (cfg.output_stride, cfg.pointrend) == (None, None)
+        assert cfg.batch_size == DEFAULTS["batch_size"] == 8
     assert cfg.decoder is None and cfg.backbone is None
+
+
+def test_a_given_or_resumed_batch_size_wins_over_the_device_default():
+    cfg = _cfg(batch_size=4)
+    device_defaults(cfg, "cpu", None)
+    assert cfg.batch_size == 4
+    cfg = resolve(TrainConfig(["chips"], "out"), saved={"batch_size": 8})
+    device_defaults(cfg, "cpu", None)
+    assert cfg.batch_size == 8  # the checkpoint's, not the CPU's 16
+    with pytest.raises(UsageError, match="--batch-size must be >= 1"):
+        _cfg(batch_size=0)
 
 
 def test_given_options_and_a_resumed_architecture_win_over_the_cpu_defaults():
     cfg = _cfg(output_stride=8, pointrend=True)
-    arch_defaults(cfg, "cpu", None)
+    device_defaults(cfg, "cpu", None)
     assert (cfg.output_stride, cfg.pointrend) == (8, True)
     cfg = _cfg()
     saved = {"backbone": "resnet18", "output_stride": 8, "pyramid_sizes": [1, 3, 5, 6],
              "decoder": "fpn", "pointrend": True}  # fmt: skip
-    arch_defaults(cfg, "cpu", saved)
+    device_defaults(cfg, "cpu", saved)
     assert (cfg.output_stride, cfg.pointrend, cfg.decoder) == (8, True, "fpn")
 
 

@@ -127,14 +127,14 @@ def test_model_file_holds_the_weight_average(chip_folder, tmp_path, ema):
 
 def _val_loss(cfg: TrainConfig, weights: dict) -> float:
     from geopsp.core.runtime import setup, teardown
-    from geopsp.train.config import arch_defaults, resolve
+    from geopsp.train.config import device_defaults, resolve
     from geopsp.train.loop import validate
     from geopsp.train.setup import build_session
 
     cfg = resolve(TrainConfig(cfg.chips_dirs, str(cfg.output) + "_check", ema=cfg.ema, **TINY))
     rt = setup("cpu")
     try:
-        arch_defaults(cfg, "cpu", None)
+        device_defaults(cfg, "cpu", None)
         s = build_session(cfg, None, rt)
         s.plain.load_state_dict(weights)
         return validate(s.plain, s.data.val_loader, s.criterion, len(s.classes), s.accel, rt)[
@@ -253,7 +253,7 @@ def test_cpu_session_precision(
     chip_folder, tmp_path, monkeypatch, caplog, native, amp, precision, warns
 ):
     from geopsp.core.runtime import setup, teardown
-    from geopsp.train.config import arch_defaults, resolve
+    from geopsp.train.config import device_defaults, resolve
     from geopsp.train.result import amp_name
     from geopsp.train.setup import build_session
 
@@ -262,7 +262,7 @@ def test_cpu_session_precision(
     cfg = resolve(TrainConfig([str(chip_folder("a", n=8))], str(tmp_path / "o"), amp=amp, **TINY))
     rt = setup("cpu")
     try:
-        arch_defaults(cfg, "cpu", None)
+        device_defaults(cfg, "cpu", None)
         with caplog.at_level(logging.WARNING, logger="geopsp"):
             session = build_session(cfg, None, rt)
     finally:

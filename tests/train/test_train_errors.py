@@ -141,7 +141,13 @@ def test_resume_needs_more_epochs_and_a_real_checkpoint(finished_run, tmp_path):
 
 def test_help_defaults_match_the_model_defaults():
     from geopsp.models import DEFAULT_ARCH
-    from geopsp.train.config import CPU_ARCH_DEFAULTS, DEFAULTS, LR_DEFAULTS, TIME_LIMIT_DEFAULTS
+    from geopsp.train.config import (
+        CPU_ARCH_DEFAULTS,
+        CPU_BATCH_SIZE,
+        DEFAULTS,
+        LR_DEFAULTS,
+        TIME_LIMIT_DEFAULTS,
+    )
 
     res = CliRunner().invoke(cli, ["train", "--help"], terminal_width=200)
     assert res.exit_code == 0
@@ -162,7 +168,8 @@ def test_help_defaults_match_the_model_defaults():
     )
     assert f"[default: {pointrend}]" in text
     assert f"[default: {LR_DEFAULTS['adamw']} with adamw, {LR_DEFAULTS['sgd']} with sgd]" in text
-    for key in ("batch_size", "optimizer", "schedule", "loss", "augment", "class_weights",
+    assert f"[default: {DEFAULTS['batch_size']} on CUDA, {CPU_BATCH_SIZE} on a CPU]" in text
+    for key in ("optimizer", "schedule", "loss", "augment", "class_weights",
                 "sampling"):  # fmt: skip
         assert f"[default: {DEFAULTS[key]}]" in text, key
     for key in ("epochs", "patience", "monitor"):
