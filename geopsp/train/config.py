@@ -2,7 +2,8 @@
 
 Every option defaults to ``None`` ("not given"), so a resumed run can tell an option the user
 set (which must agree with the checkpoint) from one left at its default (taken from the
-checkpoint). :func:`resolve` fills the defaults.
+checkpoint). :func:`resolve` fills the defaults, and :func:`device_defaults` those that
+depend on the device once it is known.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ ARCH_KEYS = ("backbone", "output_stride", "pyramid_sizes", "decoder", "pointrend
 DEFAULTS: dict = {
     "encoder_weights": "imagenet",
     "epochs": 20,
-    "batch_size": 8,  # on CUDA; CPU_BATCH_SIZE on a CPU
+    "batch_size": 8,  # on CUDA and other accelerators; CPU_BATCH_SIZE on a CPU
     "optimizer": "adamw",
     "schedule": "onecycle",
     # Measured on the held-out benchmark (docs/performance.md): cross-entropy plus Dice with
