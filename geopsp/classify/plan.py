@@ -231,7 +231,6 @@ def plan_raster(
                 f"--adapt-priors: {exc}; give the raster the model was trained on"
             ) from exc
     fp = classify_fingerprint(address, predictor, grid, bands, options)
-    training = training if options.adapt_priors else None
     return RasterJob(address, str(output), options, bands, profile, grid, fp, training)
 
 

@@ -25,7 +25,6 @@ ARCH_KEYS = ("backbone", "output_stride", "pyramid_sizes", "decoder", "pointrend
 DEFAULTS: dict = {
     "encoder_weights": "imagenet",
     "epochs": 20,
-    "batch_size": 8,  # on CUDA and other accelerators; CPU_BATCH_SIZE on a CPU
     "optimizer": "adamw",
     "schedule": "onecycle",
     # Measured on the held-out benchmark (docs/performance.md): cross-entropy plus Dice with
@@ -65,7 +64,9 @@ TIME_LIMIT_DEFAULTS: dict = {"epochs": 100_000, "patience": 0, "monitor": "last"
 CPU_ARCH_DEFAULTS: dict = {"output_stride": 16, "pointrend": False}
 # A CPU step of 8 small chips is mostly fixed cost: 16 chips a step trained 1.2-1.5 times the
 # epochs in the same minutes and made land-cover maps as good or better (docs/performance.md).
-# On CUDA the default stays 8, which fits the seed's network at 256 px on common cards.
+# On CUDA (and other accelerators) it stays 8, which fits the seed's network at 256 px on
+# common cards. Both are filled by device_defaults, once the device is known.
+BATCH_SIZE = 8
 CPU_BATCH_SIZE = 16
 # May differ between a run and its --resume; everything else must match the checkpoint.
 RESUMABLE_CHANGES = (
@@ -159,7 +160,7 @@ def resolve(cfg: TrainConfig, saved: dict | None = None) -> TrainConfig:
         timed = out.time_limit is not None and not (key == "monitor" and patience_given)
         if timed and key in TIME_LIMIT_DEFAULTS:
             value = TIME_LIMIT_DEFAULTS[key]
-        if getattr(out, key) is None and key != "batch_size":  # the device decides it
+        if getattr(out, key) is None:
             setattr(out, key, value)
     _choice("optimizer", out.optimizer, OPTIMIZERS)
     out.lr = parse_lr(LR_DEFAULTS[out.optimizer] if out.lr is None else out.lr)
@@ -201,10 +202,10 @@ def device_defaults(cfg: TrainConfig, device_type: str, checkpoint_arch: dict | 
     Architecture options left unset take a resumed checkpoint's own, else
     :data:`CPU_ARCH_DEFAULTS` when training on a CPU (the model's defaults fill the rest); the
     batch size (a resumed run's comes from its saved options) is :data:`CPU_BATCH_SIZE` on a
-    CPU, else ``DEFAULTS["batch_size"]``.
+    CPU, else :data:`BATCH_SIZE`.
     """
     if cfg.batch_size is None:
-        cfg.batch_size = CPU_BATCH_SIZE if device_type == "cpu" else DEFAULTS["batch_size"]
+        cfg.batch_size = CPU_BATCH_SIZE if device_type == "cpu" else BATCH_SIZE
     for key in ARCH_KEYS:
         if getattr(cfg, key) is not None:
             continue

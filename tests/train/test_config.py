@@ -6,6 +6,7 @@ import pytest
 
 from geopsp.core.errors import UsageError
 from geopsp.train.config import (
+    BATCH_SIZE,
     CPU_ARCH_DEFAULTS,
     CPU_BATCH_SIZE,
     DEFAULTS,
@@ -58,7 +59,7 @@ def test_architecture_and_batch_defaults_follow_the_device(device):
         assert cfg.batch_size == CPU_BATCH_SIZE == 16
     else:  # the model's own defaults (output stride 8, PointRend) apply
         assert (cfg.output_stride, cfg.pointrend) == (None, None)
-        assert cfg.batch_size == DEFAULTS["batch_size"] == 8
+        assert cfg.batch_size == BATCH_SIZE == 8
     assert cfg.decoder is None and cfg.backbone is None
 
 

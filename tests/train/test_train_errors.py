@@ -142,6 +142,7 @@ def test_resume_needs_more_epochs_and_a_real_checkpoint(finished_run, tmp_path):
 def test_help_defaults_match_the_model_defaults():
     from geopsp.models import DEFAULT_ARCH
     from geopsp.train.config import (
+        BATCH_SIZE,
         CPU_ARCH_DEFAULTS,
         CPU_BATCH_SIZE,
         DEFAULTS,
@@ -168,7 +169,7 @@ def test_help_defaults_match_the_model_defaults():
     )
     assert f"[default: {pointrend}]" in text
     assert f"[default: {LR_DEFAULTS['adamw']} with adamw, {LR_DEFAULTS['sgd']} with sgd]" in text
-    assert f"[default: {DEFAULTS['batch_size']} on CUDA, {CPU_BATCH_SIZE} on a CPU]" in text
+    assert f"[default: {BATCH_SIZE} on CUDA, {CPU_BATCH_SIZE} on a CPU]" in text
     for key in ("optimizer", "schedule", "loss", "augment", "class_weights",
                 "sampling"):  # fmt: skip
         assert f"[default: {DEFAULTS[key]}]" in text, key
