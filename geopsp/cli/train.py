@@ -73,6 +73,40 @@ def class_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def start_line(info: dict) -> str:
+    """The line printed before the first epoch (see ``train``'s ``on_start``)."""
+    lr = f"{info['lr']:.2e}" + (" (chosen by the range test)" if info["lr_auto"] else "")
+    return (
+        f"training on {info['device']} x{info['world_size']} (amp {info['amp']}): "
+        f"{info['train_chips']} training / {info['val_chips']} validation chips, "
+        f"batch {info['batch_size']}, lr {lr}"
+        + (f", time limit {info['time_limit']:.0f} s" if info["time_limit"] else "")
+    )
+
+
+def summary(result) -> str:
+    """What the run did and where its model is, printed when training ends."""
+    lines = []
+    if result.time_limit:
+        lines.append(
+            f"trained {result.steps} steps in {result.elapsed:.1f} s "
+            f"(time limit {result.time_limit:.0f} s)"
+        )
+    if result.stopped_early:
+        lines.append(
+            f"stopped early after epoch {result.epochs_run}: {result.monitor} stopped improving"
+        )
+    best = result.best_metrics
+    which = "last epoch" if result.monitor == "last" else "best epoch"
+    lines.append(
+        f"{which} {result.best_epoch}: accuracy {_fmt(best.get('pixel_accuracy'), True)}, "
+        f"mIoU {_fmt(best.get('miou'))}, val loss {_fmt(best.get('val_loss'))}"
+    )
+    lines.append(class_table(result.per_class))
+    lines.append(f"model: {result.model_path}")
+    return "\n".join(lines)
+
+
 @click.command("train", context_settings={"show_default": True})
 @click.argument("chips_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(), help="Output folder.")
@@ -216,13 +250,7 @@ def command(
 
     def on_start(info: dict) -> None:
         epochs["n"], epochs["limit"] = info["epochs"], info["time_limit"]
-        lr = f"{info['lr']:.2e}" + (" (chosen by the range test)" if info["lr_auto"] else "")
-        click.echo(
-            f"training on {info['device']} x{info['world_size']} (amp {info['amp']}): "
-            f"{info['train_chips']} training / {info['val_chips']} validation chips, "
-            f"batch {info['batch_size']}, lr {lr}"
-            + (f", time limit {info['time_limit']:.0f} s" if info["time_limit"] else "")
-        )
+        click.echo(start_line(info))
 
     result = train(
         cfg,
@@ -231,22 +259,5 @@ def command(
         on_start=on_start,
         started=started,
     )
-    if not main:
-        return
-    if result.time_limit:
-        click.echo(
-            f"trained {result.steps} steps in {result.elapsed:.1f} s "
-            f"(time limit {result.time_limit:.0f} s)"
-        )
-    if result.stopped_early:
-        click.echo(
-            f"stopped early after epoch {result.epochs_run}: {result.monitor} stopped improving"
-        )
-    best = result.best_metrics
-    which = "last epoch" if result.monitor == "last" else "best epoch"
-    click.echo(
-        f"{which} {result.best_epoch}: accuracy {_fmt(best.get('pixel_accuracy'), True)}, "
-        f"mIoU {_fmt(best.get('miou'))}, val loss {_fmt(best.get('val_loss'))}"
-    )
-    click.echo(class_table(result.per_class))
-    click.echo(f"model: {result.model_path}")
+    if main:
+        click.echo(summary(result))

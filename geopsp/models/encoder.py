@@ -51,11 +51,22 @@ def build_encoder(
     torch.nn.Module
         The encoder; ``encoder.out_channels`` lists the channels of the 6 features.
     """
-    import segmentation_models_pytorch as smp
-
     if weights is not None and str(weights).lower() in ("none", ""):
         weights = None
     pretrained = weights is not None and str(weights).lower() == "imagenet"
+    encoder = _smp_encoder(backbone, in_channels, output_stride, pretrained)
+    _check_features(encoder, backbone, output_stride)
+    if weights is not None and not pretrained:
+        load_encoder_weights(encoder, weights, backbone)
+    return encoder
+
+
+def _smp_encoder(
+    backbone: str, in_channels: int, output_stride: int, pretrained: bool
+) -> nn.Module:
+    """smp's encoder, its failures turned into one-line usage or resource errors."""
+    import segmentation_models_pytorch as smp
+
     if backbone.startswith("tu-"):
         smp_weights: object = True if pretrained else None
     else:
@@ -63,13 +74,10 @@ def build_encoder(
         if backbone not in smp.encoders.encoders:
             raise UsageError(f"unknown backbone {backbone!r}; {_examples()}")
     try:
-        encoder = smp.encoders.get_encoder(
-            backbone,
-            in_channels=in_channels,
-            depth=5,
-            weights=smp_weights,
+        return smp.encoders.get_encoder(
+            backbone, in_channels=in_channels, depth=5, weights=smp_weights,
             output_stride=output_stride,
-        )
+        )  # fmt: skip
     except KeyError as exc:
         if pretrained:
             raise UsageError(
@@ -92,10 +100,6 @@ def build_encoder(
                 "run with --encoder-weights none, or pass --encoder-weights PATH to a local file"
             ) from exc
         raise
-    _check_features(encoder, backbone, output_stride)
-    if weights is not None and not pretrained:
-        load_encoder_weights(encoder, weights, backbone)
-    return encoder
 
 
 def _check_features(encoder: nn.Module, backbone: str, output_stride: int) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -101,24 +102,50 @@ def train(
     out, in_place = check_output(cfg)
     rt = setup(cfg.device)
     device_defaults(cfg, rt.device.type, ckpt["architecture"] if ckpt else None)
-    created = False
+    created = rt.is_main and not out.exists()
     finished = 0
-    kernels = (  # restored on the way out: train() is also a library call
+    try:
+        with _kernel_settings(rt.device.type), _one_line_errors(cfg, out, rt):
+            s = build_session(cfg, ckpt, rt)
+            if rt.is_main:
+                _prepare_output(out, cfg.overwrite and not in_place)
+            barrier(rt)
+            clock = TimeBudget(cfg.time_limit, s.state.elapsed, start=started, prior=s.state.costs)
+            result = _fit(cfg, s, rt, out, clock, (on_epoch, on_start), progress)
+            finished = result.epochs_run
+        return result
+    finally:
+        teardown(rt)
+        if created and finished == 0 and not (out / "last.ckpt").exists():
+            shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping: leave no trace
+
+
+@contextmanager
+def _kernel_settings(device_type: str) -> Iterator[None]:
+    """The device's kernel choices for the run, restored on the way out (``train`` is also a
+    library call)."""
+    saved = (
         torch.are_deterministic_algorithms_enabled(),
         torch.is_deterministic_algorithms_warn_only_enabled(),
         torch.backends.cudnn.benchmark,
     )
+    if device_type == "cpu":
+        # Same seed -> same run (resume equivalence); CPU kernels have deterministic variants.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch.backends.cudnn.benchmark = True
     try:
-        _kernel_settings(rt.device.type)
-        s = build_session(cfg, ckpt, rt)
-        if rt.is_main:
-            created = not out.exists()
-            _prepare_output(out, cfg.overwrite and not in_place)
-        barrier(rt)
-        clock = TimeBudget(cfg.time_limit, s.state.elapsed, start=started, prior=s.state.costs)
-        result = _fit(cfg, s, rt, out, clock, (on_epoch, on_start), progress)
-        finished = result.epochs_run
-        return result
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark = saved[2]
+
+
+@contextmanager
+def _one_line_errors(cfg, out: Path, rt: Runtime) -> Iterator[None]:
+    """Ctrl-C and CUDA out-of-memory as errors that say what to do next."""
+    try:
+        yield
     except KeyboardInterrupt as exc:
         ckpt = out / "last.ckpt"
         if rt.is_main and ckpt.exists():  # the last finished epoch can be continued
@@ -130,20 +157,6 @@ def train(
             f"CUDA out of memory with --batch-size {bs}; use a smaller --batch-size "
             f"(e.g. {max(1, bs // 2)}) or smaller chips"
         ) from exc
-    finally:
-        torch.use_deterministic_algorithms(kernels[0], warn_only=kernels[1])
-        torch.backends.cudnn.benchmark = kernels[2]
-        teardown(rt)
-        if created and rt.is_main and finished == 0 and not (out / "last.ckpt").exists():
-            shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping: leave no trace
-
-
-def _kernel_settings(device_type: str) -> None:
-    if device_type == "cpu":
-        # Same seed -> same run (resume equivalence); CPU kernels have deterministic variants.
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    else:
-        torch.backends.cudnn.benchmark = True
 
 
 def _prepare_output(out: Path, replace: bool) -> None:
