@@ -85,3 +85,36 @@ def test_docs_examples_run_as_written(page, tmp_path, everest_model):
     }[page]
     for rel in made:
         assert (work / rel).exists(), f"{page}: {rel} was not written"
+
+
+def _geopsp_lines(text: str) -> list[str]:
+    """The ``geopsp`` command lines of a shell text, continuation lines joined."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    return [line.strip() for line in joined.splitlines() if line.strip().startswith("geopsp ")]
+
+
+def _options(line: str) -> set[str]:
+    """A command's subcommand with each option name, and with its value where that value is a
+    number or a duration (``--chip-size 128``, ``--time-limit 4m``); paths differ by design."""
+    words = line.split()
+    out = {words[1]}
+    for flag, value in zip(words, [*words[1:], ""], strict=True):
+        if flag.startswith("--"):
+            out.add(flag)
+            if re.fullmatch(r"[0-9.]+[smh]?|d4|none", value):
+                out.add(f"{flag} {value}")
+    return out
+
+
+def test_index_shows_the_demo_as_it_runs():
+    """docs/index.md shows the demo's commands in short; each shown option is the script's."""
+    index = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
+    shown = _geopsp_lines(
+        index.split("`make demo` runs", 1)[1].split("```text\n", 1)[1].split("```")[0]
+    )
+    demo = _geopsp_lines((ROOT / "docs" / "examples" / "demo.sh").read_text(encoding="utf-8"))
+    assert len(shown) == 4
+    for line in shown:
+        ours = _options(line)
+        runs = [_options(d) for d in demo if d.split()[1] == line.split()[1]]
+        assert any(ours <= r for r in runs), f"docs/index.md: {line!r} is not how demo.sh runs it"
