@@ -39,9 +39,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 try:
-    from geopsp.train.config import CPU_ARCH_DEFAULTS
+    from geopsp.train.config import CPU_ARCH_DEFAULTS, CPU_BATCH_SIZE
 except ImportError:  # an older tree (--baseline-tree) trained the same network on every device
-    CPU_ARCH_DEFAULTS = {}
+    CPU_ARCH_DEFAULTS, CPU_BATCH_SIZE = {}, 8
 
 # "amp": the step's precision (True: bfloat16 autocast, False: float32); absent: what
 # `geopsp train` chooses on this CPU (bfloat16 where the CPU has bfloat16 instructions).
@@ -282,11 +282,31 @@ def profile(args: argparse.Namespace) -> None:
     print(table.table(sort_by="self_cpu_time_total", row_limit=args.rows))
 
 
+def cpu_model() -> str:
+    """The CPU's model name and its bfloat16 instructions, from ``/proc/cpuinfo``: the
+    ratios depend on them (a matrix unit such as AMX raises the bfloat16 ceiling about four
+    times, far more than the small convolutions of a training step can use)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return "unknown"
+    name = next(
+        (ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")),
+        "unknown",
+    )
+    flags = [f for f in ("amx_bf16", "avx512_bf16") if f" {f}" in info]
+    return f"{name} ({', '.join(flags) or 'no bfloat16 instructions'})"
+
+
 def run(args: argparse.Namespace) -> dict:
     trees: dict[str, Local | Remote] = {"this": Local(args.batch_size)}
     if args.baseline_tree:
         trees["baseline"] = Remote(args.baseline_tree, args)
-    results: dict = {"threads": torch.get_num_threads(), "batch_size": args.batch_size}
+    results: dict = {
+        "cpu": cpu_model(),
+        "threads": torch.get_num_threads(),
+        "batch_size": args.batch_size,
+    }
     try:
         for size in args.sizes:
             samples: dict = {(t, c): [] for t in trees for c in args.configs}
@@ -348,7 +368,12 @@ def main() -> None:
     )
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     ap.add_argument("--sizes", nargs="+", type=int, default=[128, 256])
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument(
+        "--batch-size",
+        type=int,
+        default=CPU_BATCH_SIZE,
+        help="chips a step (default: train's on a CPU)",
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=1, help="training steps per measurement")
@@ -366,6 +391,7 @@ def main() -> None:
         return profile(args)
     out = run(args)
     print(json.dumps(out, indent=2))
+    print(f"CPU: {out['cpu']}; {out['threads']} thread(s), {out['batch_size']} chips a step")
     print(table(out))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
