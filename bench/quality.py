@@ -145,7 +145,7 @@ def score(map_path: Path, ds: Dataset, work: Path, name: str) -> dict:
 
 
 def run_geopsp(
-    chips: Path, held: Path, work: Path, name: str, extra: str, budget: str
+    chips: Path, held: Path, work: Path, name: str, extra: str, budget: str, seed: int = 0
 ) -> tuple[Path, float, int]:
     """Train one configuration, map the held-out area; the map, training seconds, epochs."""
     model_dir = work / f"model_{name}"
@@ -158,6 +158,8 @@ def run_geopsp(
         "none",
         "--time-limit",
         budget,
+        "--seed",
+        str(seed),
         *shlex.split(extra.replace("{work}", str(work.parent))),
     )
     with open(model_dir / "metrics.csv", newline="") as f:
@@ -199,12 +201,13 @@ def bench_dataset(
     baseline: bool,
     chip_args: tuple[str, ...] = (),
     maps: dict[str, str] | None = None,
+    seed: int = 0,
 ) -> list[Result]:
     """Every configuration and the baseline on one dataset, in one run.
 
     ``chip_args`` replaces the dataset's ``export-chips`` arguments (e.g. another chip size);
     ``maps`` maps each trained configuration again with other ``classify`` arguments, scored
-    as ``CONFIG+NAME``.
+    as ``CONFIG+NAME``; ``seed`` seeds every training, the baseline's included.
     """
     from baseline import predict_raster, train_baseline  # noqa: PLC0415  (bench/ sibling)
 
@@ -225,7 +228,7 @@ def bench_dataset(
     )
     results = []
     for cname, extra in configs.items():
-        out, seconds, epochs = run_geopsp(chips, held, work, cname, extra, budget)
+        out, seconds, epochs = run_geopsp(chips, held, work, cname, extra, budget, seed)
         report = score(out, ds, work, cname)
         results.append(to_result(name, cname, report, ds.target, seconds, epochs))
         print(_row(results[-1]), flush=True)
@@ -239,7 +242,7 @@ def bench_dataset(
     if not baseline:
         return results
     t0 = time.perf_counter()
-    model, epochs = train_baseline(chips, parse_duration(budget))
+    model, epochs = train_baseline(chips, parse_duration(budget), seed)
     seconds = time.perf_counter() - t0
     out = work / "map_baseline.tif"
     predict_raster(model, chips, held, out)
@@ -280,6 +283,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, help="CPU threads of every run (default: all)")
     ap.add_argument("--no-baseline", action="store_true", help="geopsp configurations only")
     ap.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of every training, the baseline's included: repeated runs with the same "
+        "seed and the same number of baseline epochs give the same baseline",
+    )
+    ap.add_argument(
         "--chips",
         default="",
         metavar="ARGS",
@@ -310,6 +320,7 @@ def main() -> None:
                 not args.no_baseline,
                 tuple(shlex.split(args.chips)),
                 dict(m.split("=", 1) for m in args.map),
+                args.seed,
             )
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in results], indent=2))
