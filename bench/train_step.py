@@ -279,6 +279,9 @@ def profile(args: argparse.Namespace) -> None:
     with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=args.by_shape) as prof:
         case.step()
     table = prof.key_averages(group_by_input_shape=args.by_shape)
+    print(
+        f"CPU: {cpu_model()}; {torch.get_num_threads()} thread(s), {args.batch_size} chips a step"
+    )
     print(table.table(sort_by="self_cpu_time_total", row_limit=args.rows))
 
 
