@@ -216,7 +216,7 @@ def memory_child(src: str, out: str, tile: int, overlap: int, batch: int) -> Non
                       "mp_per_s": s.pixels / 1e6 / dt}))  # fmt: skip
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -233,7 +233,62 @@ def main() -> None:
     ap.add_argument("--precision", action="store_true", help="float32 against bfloat16")
     ap.add_argument("--workdir", default=None, help="where the synthetic rasters go")
     ap.add_argument("--child", nargs=2, metavar=("SRC", "OUT"), help=argparse.SUPPRESS)
-    a = ap.parse_args()
+    return ap.parse_args()
+
+
+def report_efficiency(a: argparse.Namespace, work: Path) -> dict:
+    src = synthetic_raster(work / f"eff_{a.size}.tif", a.size)
+    r = efficiency(src, a.tile, a.overlap, a.batch, work, a.reps)
+    print(
+        f"pipeline efficiency: {r['efficiency']:.3f} (end-to-end {r['e2e_tiles_per_s']:.2f} "
+        f"tiles/s vs model-only {r['model_tiles_per_s']:.2f} tiles/s; {r['tiles']} tiles of "
+        f"{r['tile']} px, overlap {r['overlap']}, batch {r['batch']}, {r['threads']} threads; "
+        f"best of {len(r['model_runs_s'])} alternating runs)"
+    )
+    print(f"pipeline efficiency by CPU time (medians): {r['cpu_efficiency']:.3f}; "
+          f"model busy {100 * r['model_busy']:.1f}% of the end-to-end wall time (median)")  # fmt: skip
+    print(f"end-to-end: {r['e2e_mp_per_s']:.3f} MP/s; overlap cost {r['overlap_cost']:.3f} x "
+          f"(defaults tile 512 / overlap 64 on 16384^2: {r['default_overlap_cost_16384']:.3f} x)")  # fmt: skip
+    return r
+
+
+def report_precision(a: argparse.Namespace, work: Path, results: dict) -> None:
+    src = work / f"eff_{a.size}.tif"  # the efficiency run's raster, when it ran
+    if not src.exists():
+        synthetic_raster(src, a.size)
+    results["precision"] = r = precision(src, a.tile, a.overlap, a.batch, work, a.reps)
+    sec = r["seconds"]
+    print(f"float32 {sec['float32']:.2f} s, bfloat16 {sec['bfloat16']:.2f} s "
+          f"(x{r['speedup']:.2f}); same class for {100 * r['agreement']:.3f} % of the pixels")  # fmt: skip
+    print(f"float32 with NCHW tiles {sec['float32 contiguous']:.2f} s (channels-last "
+          f"x{r['layout_speedup']:.2f}); same class for {100 * r['layout_agreement']:.3f} %")  # fmt: skip
+    results["layouts"] = lay = layouts()
+    for size, row in lay.items():
+        print(f"forward, {size} px tiles: " + ", ".join(f"{k} {v:.3f} s" for k, v in row.items()))
+
+
+def report_memory(a: argparse.Namespace, work: Path) -> dict:
+    mem = {}
+    for size in a.sizes:
+        src = work / f"mem_{size}.tif"
+        if not src.exists():
+            t0 = time.perf_counter()
+            synthetic_raster(src, size)
+            print(f"wrote {src.name} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        cmd = [sys.executable, __file__, "--child", str(src), str(work / f"out_{size}.tif"),
+               "--mem-tile", str(a.mem_tile), "--batch", str(a.batch)]  # fmt: skip
+        res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+        mem[size] = res
+        print(f"{size:>6}^2: peak RSS {res['peak_rss_mib']:.0f} MiB, {res['seconds']:.0f} s, "
+              f"{res['mp_per_s']:.1f} MP/s, {res['tiles']} tiles")  # fmt: skip
+    first, last = mem[a.sizes[0]], mem[a.sizes[-1]]
+    print(f"peak RSS ratio {a.sizes[-1]}^2 / {a.sizes[0]}^2: "
+          f"{last['peak_rss_mib'] / first['peak_rss_mib']:.3f} (limit 1.15)")  # fmt: skip
+    return mem
+
+
+def main() -> None:
+    a = parse_args()
     if a.child:
         memory_child(a.child[0], a.child[1], a.mem_tile, a.mem_tile // 8, a.batch)
         return
@@ -245,50 +300,11 @@ def main() -> None:
 
         torch.set_num_threads(a.threads)
     if not a.skip_efficiency:
-        src = synthetic_raster(work / f"eff_{a.size}.tif", a.size)
-        results["efficiency"] = r = efficiency(src, a.tile, a.overlap, a.batch, work, a.reps)
-        print(
-            f"pipeline efficiency: {r['efficiency']:.3f} (end-to-end {r['e2e_tiles_per_s']:.2f} "
-            f"tiles/s vs model-only {r['model_tiles_per_s']:.2f} tiles/s; {r['tiles']} tiles of "
-            f"{r['tile']} px, overlap {r['overlap']}, batch {r['batch']}, {r['threads']} threads; "
-            f"best of {len(r['model_runs_s'])} alternating runs)"
-        )
-        print(f"pipeline efficiency by CPU time (medians): {r['cpu_efficiency']:.3f}; "
-              f"model busy {100 * r['model_busy']:.1f}% of the end-to-end wall time (median)")  # fmt: skip
-        print(f"end-to-end: {r['e2e_mp_per_s']:.3f} MP/s; overlap cost {r['overlap_cost']:.3f} x "
-              f"(defaults tile 512 / overlap 64 on 16384^2: {r['default_overlap_cost_16384']:.3f} x)")  # fmt: skip
+        results["efficiency"] = report_efficiency(a, work)
     if a.precision:
-        src = work / f"eff_{a.size}.tif"  # the efficiency run's raster, when it ran
-        if not src.exists():
-            synthetic_raster(src, a.size)
-        results["precision"] = r = precision(src, a.tile, a.overlap, a.batch, work, a.reps)
-        sec = r["seconds"]
-        print(f"float32 {sec['float32']:.2f} s, bfloat16 {sec['bfloat16']:.2f} s "
-              f"(x{r['speedup']:.2f}); same class for {100 * r['agreement']:.3f} % of the pixels")  # fmt: skip
-        print(f"float32 with NCHW tiles {sec['float32 contiguous']:.2f} s (channels-last "
-              f"x{r['layout_speedup']:.2f}); same class for {100 * r['layout_agreement']:.3f} %")  # fmt: skip
-        results["layouts"] = lay = layouts()
-        for size, row in lay.items():
-            print(
-                f"forward, {size} px tiles: " + ", ".join(f"{k} {v:.3f} s" for k, v in row.items())
-            )
+        report_precision(a, work, results)
     if not a.skip_memory:
-        results["memory"] = mem = {}
-        for size in a.sizes:
-            src = work / f"mem_{size}.tif"
-            if not src.exists():
-                t0 = time.perf_counter()
-                synthetic_raster(src, size)
-                print(f"wrote {src.name} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-            cmd = [sys.executable, __file__, "--child", str(src), str(work / f"out_{size}.tif"),
-                   "--mem-tile", str(a.mem_tile), "--batch", str(a.batch)]  # fmt: skip
-            res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-            mem[size] = res
-            print(f"{size:>6}^2: peak RSS {res['peak_rss_mib']:.0f} MiB, {res['seconds']:.0f} s, "
-                  f"{res['mp_per_s']:.1f} MP/s, {res['tiles']} tiles")  # fmt: skip
-        first, last = mem[a.sizes[0]], mem[a.sizes[-1]]
-        print(f"peak RSS ratio {a.sizes[-1]}^2 / {a.sizes[0]}^2: "
-              f"{last['peak_rss_mib'] / first['peak_rss_mib']:.3f} (limit 1.15)")  # fmt: skip
+        results["memory"] = report_memory(a, work)
     print(json.dumps(results, indent=1, default=str), file=sys.stderr)
 
 

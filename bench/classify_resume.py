@@ -38,7 +38,7 @@ def _du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -48,7 +48,54 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--workdir", default=None)
-    a = ap.parse_args()
+    return ap.parse_args()
+
+
+def uninterrupted(src: str, work: Path, pred, opts: dict, reps: int) -> tuple[list, list]:
+    """Seconds of plain runs and of `--resume` runs that are never stopped, alternating."""
+    classify_raster(src, work / "warm.tif", pred, ClassifyOptions(**opts))  # warm-up
+    plain_s, resume_s = [], []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        classify_raster(src, work / "plain.tif", pred, ClassifyOptions(**opts))
+        plain_s.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        classify_raster(src, work / "resume.tif", pred, ClassifyOptions(**opts, resume=True))
+        resume_s.append(time.perf_counter() - t0)
+    return plain_s, resume_s
+
+
+def stopped_then_resumed(src: str, out: Path, pred, opts: dict, batch: int) -> tuple[int, float]:
+    """Stop a run after half of its forward passes, then continue it: (rows done, seconds)."""
+    computed = classify_raster(
+        src, out.with_name("plain.tif"), pred, ClassifyOptions(**opts)
+    ).computed
+    calls = [0]
+    forward = pred.model
+    state = partial_dir(out) / "state.json"
+
+    def stopping(x):  # stop after half of the passes, once a block row is recorded
+        calls[0] += 1
+        half = calls[0] > (computed // batch) // 2
+        if half and state.exists() and json.loads(state.read_text())["rows_done"] >= 1:
+            raise _Stop
+        return forward(x)
+
+    shutil.rmtree(partial_dir(out), ignore_errors=True)
+    pred.model = stopping
+    with contextlib.suppress(_Stop):
+        classify_raster(src, out, pred, ClassifyOptions(**opts, resume=True))
+    pred.model = forward
+    if not state.exists():  # the run ended before it had recorded a block row
+        raise SystemExit("the raster is too small to stop a run midway: use --size 2048 or more")
+    rows = json.loads(state.read_text())["rows_done"]
+    t0 = time.perf_counter()
+    classify_raster(src, out, pred, ClassifyOptions(**opts, resume=True))
+    return rows, time.perf_counter() - t0
+
+
+def main() -> None:
+    a = parse_args()
     work = Path(a.workdir or tempfile.mkdtemp(prefix="geopsp-bench-resume-"))
     work.mkdir(parents=True, exist_ok=True)
     src = str(synthetic_raster(work / f"in{a.size}.tif", a.size))
@@ -64,41 +111,10 @@ def main() -> None:
         largest[0] = max(largest[0], _du(self.dir))
 
     Journal.commit = measuring_commit
-    classify_raster(src, work / "warm.tif", pred, ClassifyOptions(**opts))  # warm-up
-    plain_s, resume_s = [], []
-    for _ in range(a.reps):
-        t0 = time.perf_counter()
-        classify_raster(src, work / "plain.tif", pred, ClassifyOptions(**opts))
-        plain_s.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        classify_raster(src, work / "resume.tif", pred, ClassifyOptions(**opts, resume=True))
-        resume_s.append(time.perf_counter() - t0)
+    plain_s, resume_s = uninterrupted(src, work, pred, opts, a.reps)
     same_uninterrupted = (work / "plain.tif").read_bytes() == (work / "resume.tif").read_bytes()
-
-    # Stop after half of the forward passes, then continue.
-    s = classify_raster(src, work / "plain.tif", pred, ClassifyOptions(**opts))
-    calls = [0]
-    forward = pred.model
-
     out = work / "stopped.tif"
-    state = partial_dir(out) / "state.json"
-
-    def stopping(x):  # stop after half of the passes, once a block row is recorded
-        calls[0] += 1
-        half = calls[0] > (s.computed // a.batch) // 2
-        if half and state.exists() and json.loads(state.read_text())["rows_done"] >= 1:
-            raise _Stop
-        return forward(x)
-
-    shutil.rmtree(partial_dir(out), ignore_errors=True)
-    pred.model = stopping
-    with contextlib.suppress(_Stop):
-        classify_raster(src, out, pred, ClassifyOptions(**opts, resume=True))
-    pred.model = forward
-    rows = json.loads(state.read_text())["rows_done"]
-    t0 = time.perf_counter()
-    classify_raster(src, out, pred, ClassifyOptions(**opts, resume=True))
-    rest_s = time.perf_counter() - t0
+    rows, rest_s = stopped_then_resumed(src, out, pred, opts, a.batch)
     result = {
         "size": a.size, "tile": a.tile, "overlap": a.overlap, "batch": a.batch,
         "plain_s": plain_s, "resume_s": resume_s,

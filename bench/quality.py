@@ -263,7 +263,7 @@ def _row(r: Result) -> str:
     )
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -295,7 +295,11 @@ def main() -> None:
         metavar="ARGS",
         help='export-chips arguments instead of each dataset\'s (e.g. "--chip-size 256 --stride 64")',
     )
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     if args.threads:  # children read it at start-up; this process sets it for the baseline
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
         import torch  # noqa: PLC0415

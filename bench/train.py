@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EVEREST = ROOT / "sample_data" / "everest_landsat7_glaciers"
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -50,85 +50,93 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--backbone", default="resnet18")
     ap.add_argument("--json", type=Path, help="also write the results here")
-    args = ap.parse_args()
-    torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        chips = Path(tmp) / "chips"
-        export_chips(
-            [str(EVEREST / "LE71400412000304SGS00_RGB.tif")],
-            str(EVEREST / "15_rgi60_glacier_outlines.gpkg"),
-            str(chips),
-            ExportOptions(chip_size=args.chip_size, stride=args.chip_size, val_fraction=0.0),
+    return ap.parse_args()
+
+
+class StepBench:
+    """One model, optimizer and chip folder, timed three ways: in memory, loading, both."""
+
+    def __init__(self, args: argparse.Namespace, chips: Path) -> None:
+        self.args = args
+        self.cs = open_chip_folder(chips)
+        arch = dict(
+            backbone=args.backbone, in_channels=self.cs.band_count, num_classes=len(self.cs.classes)
         )
-        cs = open_chip_folder(chips)
-        train = cs.split("train")
-        arch = dict(backbone=args.backbone, in_channels=cs.band_count, num_classes=len(cs.classes))
-        model = build_model(arch)
-        model.train()
-        accel = Accel.for_device(torch.device("cpu"), None)
-        opt = make_optimizer("adamw", model, 1e-4)
-        scaler = accel.scaler()
-        crit = make_criterion("ce")
+        self.model = build_model(arch)
+        self.model.train()
+        self.accel = Accel.for_device(torch.device("cpu"), None)
+        self.opt = make_optimizer("adamw", self.model, 1e-4)
+        self.scaler = self.accel.scaler()
+        self.crit = make_criterion("ce")
 
-        def make_loader(cache: bool):
-            ds = ChipDataset(
-                train, value_lut(cs.classes), cs.mean, cs.std, cs.chip_size, "d4", 0.1, 0,
-                cache_bytes=(1 << 30) if cache else 0,
-            )  # fmt: skip
-            sampler = EpochSampler(len(ds), True, 0)
-            return ds, torch.utils.data.DataLoader(
-                ds, batch_size=args.batch_size, sampler=sampler, drop_last=True,
-                num_workers=args.workers, persistent_workers=args.workers > 0,
-            )  # fmt: skip
+    def loader(self, cache: bool) -> torch.utils.data.DataLoader:
+        cs, a = self.cs, self.args
+        ds = ChipDataset(
+            cs.split("train"), value_lut(cs.classes), cs.mean, cs.std, cs.chip_size, "d4", 0.1, 0,
+            cache_bytes=(1 << 30) if cache else 0,
+        )  # fmt: skip
+        return torch.utils.data.DataLoader(
+            ds, batch_size=a.batch_size, sampler=EpochSampler(len(ds), True, 0), drop_last=True,
+            num_workers=a.workers, persistent_workers=a.workers > 0,
+        )  # fmt: skip
 
-        def pipeline(loader, epoch: int) -> float:
-            loader.sampler.set_epoch(epoch)
-            it = iter(loader)
-            n, t0 = 0, time.perf_counter()
-            for _ in range(args.steps):
-                x, y = next(it)
-                x, y = accel.to_device(x, y)
-                train_step(model, opt, scaler, x, y, crit, None, accel, AUX_WEIGHT)
-                n += len(x)
-            return n / (time.perf_counter() - t0)
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        x, y = self.accel.to_device(x, y)
+        train_step(self.model, self.opt, self.scaler, x, y, self.crit, None, self.accel, AUX_WEIGHT)
 
-        batches = len(make_loader(False)[1])
-        if args.steps > batches:
-            raise SystemExit(
-                f"--steps {args.steps}: only {batches} batches of {args.batch_size} chips"
-            )
-        x0, y0 = next(iter(make_loader(False)[1]))
+    def pipeline(self, loader, epoch: int) -> float:
+        """Chips/s of loading and training together."""
+        loader.sampler.set_epoch(epoch)
+        it = iter(loader)
+        n, t0 = 0, time.perf_counter()
+        for _ in range(self.args.steps):
+            x, y = next(it)
+            self.step(x, y)
+            n += len(x)
+        return n / (time.perf_counter() - t0)
 
-        def in_memory() -> float:
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                x, y = accel.to_device(x0, y0)
-                train_step(model, opt, scaler, x, y, crit, None, accel, AUX_WEIGHT)
-            return args.steps * len(x0) / (time.perf_counter() - t0)
+    def in_memory(self, x0: torch.Tensor, y0: torch.Tensor) -> float:
+        """Chips/s of training on one batch already in memory."""
+        t0 = time.perf_counter()
+        for _ in range(self.args.steps):
+            self.step(x0, y0)
+        return self.args.steps * len(x0) / (time.perf_counter() - t0)
 
-        def loader_only(loader, epoch: int) -> float:
-            loader.sampler.set_epoch(epoch)
-            it = iter(loader)
-            t0 = time.perf_counter()
-            n = sum(len(next(it)[0]) for _ in range(args.steps))
-            return n / (time.perf_counter() - t0)
+    def loader_only(self, loader, epoch: int) -> float:
+        """Chips/s of loading alone."""
+        loader.sampler.set_epoch(epoch)
+        it = iter(loader)
+        t0 = time.perf_counter()
+        n = sum(len(next(it)[0]) for _ in range(self.args.steps))
+        return n / (time.perf_counter() - t0)
 
-        in_memory()  # warm-up (allocator, first-call overheads)
-        _, cold_loader = make_loader(False)
-        _, warm_loader = make_loader(True)
-        pipeline(warm_loader, 0)  # fills the cache for the chips of epoch 0
+    def rounds(self) -> dict[str, list[float]]:
+        """Alternating rounds of every measurement (the machine is shared and noisy)."""
+        a = self.args
+        batches = len(self.loader(False))
+        if a.steps > batches:
+            raise SystemExit(f"--steps {a.steps}: only {batches} batches of {a.batch_size} chips")
+        x0, y0 = next(iter(self.loader(False)))
+        self.in_memory(x0, y0)  # warm-up (allocator, first-call overheads)
+        cold, warm = self.loader(False), self.loader(True)
+        self.pipeline(warm, 0)  # fills the cache for the chips of epoch 0
         res: dict[str, list[float]] = {
             "memory": [], "cold": [], "cached": [], "load_cold": [], "load_cached": []
         }  # fmt: skip
-        for r in range(args.rounds):
-            res["load_cold"].append(loader_only(cold_loader, 100 + r))
-            res["load_cached"].append(loader_only(warm_loader, 0))
-            res["memory"].append(in_memory())
-            res["cold"].append(pipeline(cold_loader, r + 1))
-            res["memory"].append(in_memory())
-            res["cached"].append(pipeline(warm_loader, 0))
+        for r in range(a.rounds):
+            res["load_cold"].append(self.loader_only(cold, 100 + r))
+            res["load_cached"].append(self.loader_only(warm, 0))
+            res["memory"].append(self.in_memory(x0, y0))
+            res["cold"].append(self.pipeline(cold, r + 1))
+            res["memory"].append(self.in_memory(x0, y0))
+            res["cached"].append(self.pipeline(warm, 0))
+        return res
+
+
+def report(args: argparse.Namespace, res: dict[str, list[float]]) -> dict:
+    """Medians of the rounds and the efficiencies they give."""
     med = {k: statistics.median(v) for k, v in res.items()}
-    out = {
+    return {
         "chip_size": args.chip_size,
         "batch_size": args.batch_size,
         "workers": args.workers,
@@ -147,6 +155,21 @@ def main() -> None:
         "implied_efficiency_cached": round(1 / (1 + med["memory"] / med["load_cached"]), 3),
         "rounds": {k: [round(x, 2) for x in v] for k, v in res.items()},
     }
+
+
+def main() -> None:
+    args = parse_args()
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        chips = Path(tmp) / "chips"
+        export_chips(
+            [str(EVEREST / "LE71400412000304SGS00_RGB.tif")],
+            str(EVEREST / "15_rgi60_glacier_outlines.gpkg"),
+            str(chips),
+            ExportOptions(chip_size=args.chip_size, stride=args.chip_size, val_fraction=0.0),
+        )
+        res = StepBench(args, chips).rounds()
+    out = report(args, res)
     print(json.dumps(out, indent=2))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
