@@ -132,9 +132,6 @@ def write_chip_folder(
 
     import geopandas as gpd
     import numpy as np
-    import rasterio
-    from rasterio.transform import from_origin
-    from shapely.geometry import box
 
     rng = np.random.default_rng(seed)
     (folder / "images").mkdir(parents=True)
@@ -142,28 +139,9 @@ def write_chip_folder(
     values = [v for v, _ in classes]
     rows, imgs = [], []
     for i in range(n):
-        cells = rng.choice(values, size=(4, 4))
-        lab = np.kron(cells, np.ones((size // 4, size // 4), dtype=np.uint8)).astype(np.uint8)
-        img = np.stack([lab * (40 + 10 * b) + 60 for b in range(bands)]).astype(np.float32)
-        img = np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
-        x0, y0 = 500000 + i * size * 10, 4000000
-        tr = from_origin(x0, y0, 10, 10)
-        prof = dict(driver="GTiff", width=size, height=size, crs="EPSG:32631", transform=tr)
-        name = f"{i:09d}.tif"
-        with rasterio.open(folder / "images" / name, "w", count=bands, dtype="uint8", **prof) as d:
-            d.write(img)
-        with rasterio.open(
-            folder / "labels" / name, "w", count=1, dtype="uint8", nodata=255, **prof
-        ) as d:
-            d.write(lab, 1)
-        counts = {f"count_{v}": int((lab == v).sum()) for v in values}
-        rows.append(
-            dict(chip_id=i, image=f"images/{name}", label=f"labels/{name}", source="synthetic.tif",
-                 col_off=i * size, row_off=0, width=size, height=size,
-                 split="val" if i % val_every == val_every - 1 else "train",
-                 nodata_fraction=0.0, **counts, count_255=0,
-                 geometry=box(x0, y0 - size * 10, x0 + size * 10, y0))
-        )  # fmt: skip
+        row, img = _write_synthetic_chip(folder, i, size, bands, values, rng)
+        row["split"] = "val" if i % val_every == val_every - 1 else "train"
+        rows.append(row)
         imgs.append(img)
     gpd.GeoDataFrame(rows, crs="EPSG:32631").to_crs(4326).to_file(
         folder / "chips.gpkg", layer="chips"
@@ -187,6 +165,40 @@ def write_chip_folder(
         }
         (folder / "stats.json").write_text(json.dumps(st))
     return folder
+
+
+def _write_synthetic_chip(folder: Path, i: int, size: int, bands: int, values: list, rng):
+    """Chip ``i`` of :func:`write_chip_folder`: its image and label files, index row, image."""
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+    from shapely.geometry import box
+
+    cells = rng.choice(values, size=(4, 4))
+    lab = np.kron(cells, np.ones((size // 4, size // 4), dtype=np.uint8)).astype(np.uint8)
+    img = np.stack([lab * (40 + 10 * b) + 60 for b in range(bands)]).astype(np.float32)
+    img = np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
+    x0, y0 = 500000 + i * size * 10, 4000000
+    prof = dict(
+        driver="GTiff",
+        width=size,
+        height=size,
+        crs="EPSG:32631",
+        transform=from_origin(x0, y0, 10, 10),
+    )
+    name = f"{i:09d}.tif"
+    with rasterio.open(folder / "images" / name, "w", count=bands, dtype="uint8", **prof) as d:
+        d.write(img)
+    with rasterio.open(
+        folder / "labels" / name, "w", count=1, dtype="uint8", nodata=255, **prof
+    ) as d:
+        d.write(lab, 1)
+    counts = {f"count_{v}": int((lab == v).sum()) for v in values}
+    row = dict(chip_id=i, image=f"images/{name}", label=f"labels/{name}", source="synthetic.tif",
+               col_off=i * size, row_off=0, width=size, height=size, split="train",
+               nodata_fraction=0.0, **counts, count_255=0,
+               geometry=box(x0, y0 - size * 10, x0 + size * 10, y0))  # fmt: skip
+    return row, img
 
 
 @pytest.fixture
