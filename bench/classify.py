@@ -252,19 +252,20 @@ def report_efficiency(a: argparse.Namespace, work: Path) -> dict:
     return r
 
 
-def report_precision(a: argparse.Namespace, work: Path, results: dict) -> None:
+def report_precision(a: argparse.Namespace, work: Path) -> dict:
     src = work / f"eff_{a.size}.tif"  # the efficiency run's raster, when it ran
     if not src.exists():
         synthetic_raster(src, a.size)
-    results["precision"] = r = precision(src, a.tile, a.overlap, a.batch, work, a.reps)
+    r = precision(src, a.tile, a.overlap, a.batch, work, a.reps)
     sec = r["seconds"]
     print(f"float32 {sec['float32']:.2f} s, bfloat16 {sec['bfloat16']:.2f} s "
           f"(x{r['speedup']:.2f}); same class for {100 * r['agreement']:.3f} % of the pixels")  # fmt: skip
     print(f"float32 with NCHW tiles {sec['float32 contiguous']:.2f} s (channels-last "
           f"x{r['layout_speedup']:.2f}); same class for {100 * r['layout_agreement']:.3f} %")  # fmt: skip
-    results["layouts"] = lay = layouts()
+    lay = layouts()
     for size, row in lay.items():
         print(f"forward, {size} px tiles: " + ", ".join(f"{k} {v:.3f} s" for k, v in row.items()))
+    return {"precision": r, "layouts": lay}
 
 
 def report_memory(a: argparse.Namespace, work: Path) -> dict:
@@ -302,7 +303,7 @@ def main() -> None:
     if not a.skip_efficiency:
         results["efficiency"] = report_efficiency(a, work)
     if a.precision:
-        report_precision(a, work, results)
+        results.update(report_precision(a, work))
     if not a.skip_memory:
         results["memory"] = report_memory(a, work)
     print(json.dumps(results, indent=1, default=str), file=sys.stderr)

@@ -51,9 +51,10 @@ def parse_args() -> argparse.Namespace:
     return ap.parse_args()
 
 
-def uninterrupted(src: str, work: Path, pred, opts: dict, reps: int) -> tuple[list, list]:
-    """Seconds of plain runs and of `--resume` runs that are never stopped, alternating."""
-    classify_raster(src, work / "warm.tif", pred, ClassifyOptions(**opts))  # warm-up
+def uninterrupted(src: str, work: Path, pred, opts: dict, reps: int) -> tuple[list, list, int]:
+    """Seconds of plain runs and of `--resume` runs that are never stopped, alternating, and
+    the number of windows a run computes."""
+    s = classify_raster(src, work / "warm.tif", pred, ClassifyOptions(**opts))  # warm-up
     plain_s, resume_s = [], []
     for _ in range(reps):
         t0 = time.perf_counter()
@@ -62,14 +63,14 @@ def uninterrupted(src: str, work: Path, pred, opts: dict, reps: int) -> tuple[li
         t0 = time.perf_counter()
         classify_raster(src, work / "resume.tif", pred, ClassifyOptions(**opts, resume=True))
         resume_s.append(time.perf_counter() - t0)
-    return plain_s, resume_s
+    return plain_s, resume_s, s.computed
 
 
-def stopped_then_resumed(src: str, out: Path, pred, opts: dict, batch: int) -> tuple[int, float]:
-    """Stop a run after half of its forward passes, then continue it: (rows done, seconds)."""
-    computed = classify_raster(
-        src, out.with_name("plain.tif"), pred, ClassifyOptions(**opts)
-    ).computed
+def stopped_then_resumed(
+    src: str, out: Path, pred, opts: dict, batch: int, computed: int
+) -> tuple[int, float]:
+    """Stop a run after half of its ``computed`` windows' forward passes, then continue it:
+    (block rows done when it stopped, seconds of the rest)."""
     calls = [0]
     forward = pred.model
     state = partial_dir(out) / "state.json"
@@ -111,10 +112,10 @@ def main() -> None:
         largest[0] = max(largest[0], _du(self.dir))
 
     Journal.commit = measuring_commit
-    plain_s, resume_s = uninterrupted(src, work, pred, opts, a.reps)
+    plain_s, resume_s, computed = uninterrupted(src, work, pred, opts, a.reps)
     same_uninterrupted = (work / "plain.tif").read_bytes() == (work / "resume.tif").read_bytes()
     out = work / "stopped.tif"
-    rows, rest_s = stopped_then_resumed(src, out, pred, opts, a.batch)
+    rows, rest_s = stopped_then_resumed(src, out, pred, opts, a.batch, computed)
     result = {
         "size": a.size, "tile": a.tile, "overlap": a.overlap, "batch": a.batch,
         "plain_s": plain_s, "resume_s": resume_s,

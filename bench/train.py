@@ -113,12 +113,11 @@ class StepBench:
     def rounds(self) -> dict[str, list[float]]:
         """Alternating rounds of every measurement (the machine is shared and noisy)."""
         a = self.args
-        batches = len(self.loader(False))
-        if a.steps > batches:
-            raise SystemExit(f"--steps {a.steps}: only {batches} batches of {a.batch_size} chips")
-        x0, y0 = next(iter(self.loader(False)))
-        self.in_memory(x0, y0)  # warm-up (allocator, first-call overheads)
         cold, warm = self.loader(False), self.loader(True)
+        if a.steps > len(cold):
+            raise SystemExit(f"--steps {a.steps}: only {len(cold)} batches of {a.batch_size} chips")
+        x0, y0 = next(iter(cold))
+        self.in_memory(x0, y0)  # warm-up (allocator, first-call overheads)
         self.pipeline(warm, 0)  # fills the cache for the chips of epoch 0
         res: dict[str, list[float]] = {
             "memory": [], "cold": [], "cached": [], "load_cold": [], "load_cached": []

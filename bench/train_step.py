@@ -289,6 +289,8 @@ def cpu_model() -> str:
     """The CPU's model name and its bfloat16 instructions, from ``/proc/cpuinfo``: the
     ratios depend on them (a matrix unit such as AMX raises the bfloat16 ceiling about four
     times, far more than the small convolutions of a training step can use)."""
+    from geopsp.core.precision import bf16_flags  # noqa: PLC0415  (this tree's, as Local's)
+
     try:
         info = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
@@ -297,7 +299,7 @@ def cpu_model() -> str:
         (ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")),
         "unknown",
     )
-    flags = [f for f in ("amx_bf16", "avx512_bf16") if f" {f}" in info]
+    flags = bf16_flags(info)
     return f"{name} ({', '.join(flags) or 'no bfloat16 instructions'})"
 
 

@@ -22,4 +22,9 @@ def cpu_has_bf16() -> bool:
 
 def has_bf16_flags(cpuinfo: str) -> bool:
     """Whether ``/proc/cpuinfo`` text lists AMX-BF16 or AVX512-BF16."""
-    return re.search(r"\b(amx_bf16|avx512_bf16)\b", cpuinfo) is not None
+    return bool(bf16_flags(cpuinfo))
+
+
+def bf16_flags(cpuinfo: str) -> list[str]:
+    """The bfloat16 instructions (``amx_bf16``, ``avx512_bf16``) that ``/proc/cpuinfo`` text lists."""
+    return [f for f in ("amx_bf16", "avx512_bf16") if re.search(rf"\b{f}\b", cpuinfo)]
