@@ -188,6 +188,12 @@ def summary(result) -> str:
     "--color-jitter", "Per-band scale/shift jitter (normalized units).  [default: 0.0]", type=float
 )
 @_option(
+    "--scale-jitter",
+    "s: zoom each training chip by a factor drawn log-uniformly from [1/(1+s), 1+s], then "
+    "crop it, or pad it with ignored pixels, back to the chip size (0: off).  [default: 0]",
+    type=float,
+)
+@_option(
     "--ema",
     "Validate and save a moving average of the weights, updated after every step with this "
     "decay (0.99: about the last 100 steps); 0: off, the weights of the last step.  [default: 0]",

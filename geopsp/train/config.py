@@ -37,6 +37,7 @@ DEFAULTS: dict = {
     "augment": "d4",
     "sampling": "grid",
     "color_jitter": 0.0,
+    "scale_jitter": 0.0,
     # Off: on the held-out benchmark (docs/performance.md) the moving average of the weights
     # made maps neither better nor worse than the annealed schedule's last weights.
     "ema": 0.0,
@@ -99,6 +100,7 @@ class TrainConfig:
     augment: str | None = None
     sampling: str | None = None
     color_jitter: float | None = None
+    scale_jitter: float | None = None
     ema: float | None = None  # decay of the weight average; 0: off
     patience: int | None = None
     monitor: str | None = None
@@ -188,6 +190,8 @@ def resolve(cfg: TrainConfig, saved: dict | None = None) -> TrainConfig:
             raise UsageError(f"--time-limit: {exc}") from exc
     if not 0 <= float(out.color_jitter) <= 1:
         raise UsageError(f"--color-jitter must be between 0 and 1, got {out.color_jitter}")
+    if not 0 <= float(out.scale_jitter) <= 3:
+        raise UsageError(f"--scale-jitter must be between 0 and 3, got {out.scale_jitter}")
     if not 0 <= float(out.ema) < 1:
         raise UsageError(f"--ema must be at least 0 and less than 1 (0: off), got {out.ema}")
     out.ignore_classes = sorted({int(v) for v in out.ignore_classes or []})

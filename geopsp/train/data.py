@@ -69,6 +69,29 @@ def d4(image: np.ndarray, label: np.ndarray, k: int) -> tuple[np.ndarray, np.nda
     return image, label
 
 
+def rescale(
+    image: np.ndarray, label: np.ndarray, factor: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Zoom a normalized ``(C, H, W)`` image (bilinear) and its label (nearest) by ``factor``,
+    then cut a random ``H x W`` window from the result, or pad it to that size when it shrank
+    (image 0, the band mean; label ignore), as PSPNet's random-scale augmentation does."""
+    h, w = label.shape
+    nh, nw = max(1, round(h * factor)), max(1, round(w * factor))
+    x = torch.from_numpy(np.ascontiguousarray(image))[None]
+    x = torch.nn.functional.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
+    y = torch.from_numpy(np.ascontiguousarray(label))[None, None]
+    y = torch.nn.functional.interpolate(y, size=(nh, nw), mode="nearest-exact")
+    zoomed, zoomed_label = x[0].numpy(), y[0, 0].numpy()
+    r, c = int(rng.integers(abs(nh - h) + 1)), int(rng.integers(abs(nw - w) + 1))
+    if factor >= 1:
+        return zoomed[:, r : r + h, c : c + w], zoomed_label[r : r + h, c : c + w]
+    out = np.zeros_like(image)
+    out_label = np.full_like(label, IGNORE)
+    out[:, r : r + nh, c : c + nw] = zoomed
+    out_label[r : r + nh, c : c + nw] = zoomed_label
+    return out, out_label
+
+
 def augment(
     image: np.ndarray,
     label: np.ndarray,
@@ -76,13 +99,15 @@ def augment(
     mode: str,
     color_jitter: float,
     rng: np.random.Generator,
+    scale_jitter: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Augment a normalized image and its label identically.
 
     ``d4`` picks one of the 8 rotations/reflections of the square (chips are square in
     practice; non-square chips get flips only), ``flips`` flips left-right and up-down with
     probability 1/2 each. ``color_jitter`` ``j`` scales each band by ``1 + U(-j, j)`` and shifts
-    it by ``U(-j, j)`` (in normalized units) on valid pixels.
+    it by ``U(-j, j)`` (in normalized units) on valid pixels. ``scale_jitter`` ``s`` zooms
+    the chip by a factor drawn log-uniformly from ``[1 / (1 + s), 1 + s]`` (:func:`rescale`).
     """
     if color_jitter > 0:
         c = image.shape[0]
@@ -98,6 +123,9 @@ def augment(
             image, label = image[:, :, ::-1], label[:, ::-1]
         if rng.random() < 0.5:
             image, label = image[:, ::-1, :], label[::-1, :]
+    if scale_jitter > 0:  # drawn last, so the other choices do not depend on it
+        factor = float(np.exp(rng.uniform(-1, 1) * np.log1p(scale_jitter)))
+        image, label = rescale(image, label, factor, rng)
     return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
 
@@ -119,6 +147,7 @@ class ChipDataset(Dataset):
         chip_size: tuple[int, int],
         augment: str = "none",
         color_jitter: float = 0.0,
+        scale_jitter: float = 0.0,
         seed: int = 0,
         cache_bytes: int = 1 << 30,
     ) -> None:
@@ -128,6 +157,7 @@ class ChipDataset(Dataset):
         self.chip_size = tuple(chip_size)
         self.augment = augment
         self.color_jitter = color_jitter
+        self.scale_jitter = scale_jitter
         self.seed = seed
         self.cache_bytes = cache_bytes
         self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -158,9 +188,15 @@ class ChipDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         i, epoch = key if isinstance(key, tuple) else (key, 0)
         x, lab, valid = self._load(i)
-        if self.augment != "none" or self.color_jitter > 0:
+        return self.augmented(x, lab, valid, i, epoch)
+
+    def augmented(
+        self, x: np.ndarray, lab: np.ndarray, valid: np.ndarray, i: int, epoch: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Chip ``i`` of ``epoch`` augmented as configured, as tensors."""
+        if self.augment != "none" or self.color_jitter > 0 or self.scale_jitter > 0:
             rng = np.random.default_rng([self.seed, epoch, i])
-            x, lab = augment(x, lab, valid, self.augment, self.color_jitter, rng)
+            x, lab = augment(x, lab, valid, self.augment, self.color_jitter, rng, self.scale_jitter)
         return torch.from_numpy(x), torch.from_numpy(lab)
 
 

@@ -83,7 +83,12 @@ def _train_set(cfg: TrainConfig, chips: ChipSet, common: dict) -> ChipDataset:
     from geopsp.train.windows import WindowDataset, mosaic_bytes
 
     train = chips.split("train")
-    kw = dict(augment=cfg.augment, color_jitter=float(cfg.color_jitter), **common)
+    kw = dict(
+        augment=cfg.augment,
+        color_jitter=float(cfg.color_jitter),
+        scale_jitter=float(cfg.scale_jitter),
+        **common,
+    )
     if cfg.sampling != "windows":
         return ChipDataset(train, **kw)
     area = [c for c in chips.chips if c.origin is not None]

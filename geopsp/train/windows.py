@@ -22,7 +22,7 @@ import torch
 
 from geopsp.core.classes import IGNORE
 from geopsp.core.normalize import normalize
-from geopsp.train.data import ChipDataset, augment, read_chip_image, read_chip_label
+from geopsp.train.data import ChipDataset, read_chip_image, read_chip_label
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,4 @@ class WindowDataset(ChipDataset):
         valid = m.valid[r : r + h, c : c + w]
         x = normalize(m.image[:, r : r + h, c : c + w], self.mean, self.std, valid)
         lab = np.where(valid, m.label[r : r + h, c : c + w], IGNORE).astype(np.uint8)
-        if self.augment != "none" or self.color_jitter > 0:
-            rng = np.random.default_rng([self.seed, epoch, i])
-            x, lab = augment(x, lab, valid, self.augment, self.color_jitter, rng)
-        return torch.from_numpy(x), torch.from_numpy(lab)
+        return self.augmented(x, lab, valid, i, epoch)

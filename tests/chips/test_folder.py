@@ -7,9 +7,17 @@ import pytest
 import torch
 
 from geopsp.chips.folder import open_chip_folder, open_chip_folders
-from geopsp.core.classes import value_lut
+from geopsp.core.classes import IGNORE, value_lut
 from geopsp.core.errors import InputError
-from geopsp.train.data import ChipDataset, EpochSampler, augment, class_pixels, d4, shard
+from geopsp.train.data import (
+    ChipDataset,
+    EpochSampler,
+    augment,
+    class_pixels,
+    d4,
+    rescale,
+    shard,
+)
 
 
 def test_geopsp_folder_index_classes_and_stats(chip_folder):
@@ -116,6 +124,43 @@ def test_augment_is_consistent_and_jitter_spares_invalid(mode):
     x, _ = augment(img, lab, valid, "none", 0.3, np.random.default_rng(0))
     assert x[0, 0, 0] == 0 and x[1, 0, 0] == 0  # invalid pixels stay at the band mean
     assert not np.array_equal(x, img)
+
+
+@pytest.mark.parametrize("factor", [0.5, 0.8, 1.0, 1.25, 2.0])
+def test_rescale_keeps_size_and_labels_and_pads_with_ignore(factor):
+    # A left/right half chip: wherever the zoomed window falls, each label column is one
+    # class, the image follows the label, and only the padding of a shrunk chip is ignored.
+    lab = np.zeros((16, 16), np.uint8)
+    lab[:, 8:] = 1
+    img = np.stack([lab * 4.0 - 2.0]).astype(np.float32)
+    x, y = rescale(img, lab, factor, np.random.default_rng(3))
+    assert x.shape == (1, 16, 16) and y.shape == (16, 16)
+    assert set(np.unique(y)) <= {0, 1, IGNORE}
+    inside = round(16 * min(factor, 1.0))
+    assert (y != IGNORE).sum() == inside * inside
+    kept = y != IGNORE
+    assert np.all(x[0][kept & (y == 0)] <= 0) and np.all(x[0][kept & (y == 1)] >= 0)
+    assert np.all(x[0][~kept] == 0)  # padding at the band mean
+    if factor == 1.0:
+        assert np.array_equal(y, lab) and np.array_equal(x, img)
+
+
+def test_scale_jitter_draws_zooms_within_its_range():
+    lab = np.zeros((20, 20), np.uint8)
+    lab[5:15, 5:15] = 1  # a 10 x 10 square: its area shows the zoom
+    img = lab[None].astype(np.float32)
+    valid = np.ones((20, 20), bool)
+    areas = set()
+    for s in range(40):
+        _, y = augment(img, lab, valid, "none", 0.0, np.random.default_rng(s), scale_jitter=0.5)
+        area = int((y == 1).sum())
+        assert 100 / 1.5**2 * 0.7 <= area <= 100 * 1.5**2 * 1.3  # zoom in [1/1.5, 1.5]
+        areas.add(area)
+    assert len(areas) >= 6  # zooms differ between draws
+    # Off by default: the other draws are made before it and do not change.
+    a = augment(img, lab, valid, "d4", 0.0, np.random.default_rng(1))
+    b = augment(img, lab, valid, "d4", 0.0, np.random.default_rng(1), scale_jitter=0.0)
+    assert all(np.array_equal(p, q) for p, q in zip(a, b, strict=True))
 
 
 def test_dataset_normalizes_maps_values_and_is_reproducible(chip_folder):

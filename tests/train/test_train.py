@@ -52,8 +52,10 @@ class Stop(Exception):
 
 def test_resume_is_equivalent_to_a_straight_run(chip_folder, tmp_path):
     chips = str(chip_folder(n=12))
-    # With a weight average (--ema), which the checkpoint must carry across the resume too.
-    straight = train(TrainConfig([chips], str(tmp_path / "a"), epochs=2, ema=0.9, **TINY))
+    # With a weight average (--ema), which the checkpoint must carry across the resume too,
+    # and random zooms (--scale-jitter), which must draw the same zooms after it.
+    kw = dict(epochs=2, ema=0.9, scale_jitter=0.3, **TINY)
+    straight = train(TrainConfig([chips], str(tmp_path / "a"), **kw))
     assert straight.epochs_run == 2 and straight.lr == 1e-3
 
     def interrupt(row):
@@ -62,7 +64,7 @@ def test_resume_is_equivalent_to_a_straight_run(chip_folder, tmp_path):
 
     with pytest.raises(Stop):
         train(
-            TrainConfig([chips], str(tmp_path / "b"), epochs=2, ema=0.9, **TINY),
+            TrainConfig([chips], str(tmp_path / "b"), **kw),
             on_epoch=interrupt,
         )
     ckpt_path = tmp_path / "b" / "last.ckpt"

@@ -87,6 +87,9 @@ def test_bad_option_values(chip_folder, tmp_path):
     assert_clean_error(
         run([chips, "-o", out, *TINY_ARGS, "--color-jitter", "3"]), 2, "--color-jitter"
     )
+    assert_clean_error(
+        run([chips, "-o", out, *TINY_ARGS, "--scale-jitter", "-0.2"]), 2, "--scale-jitter"
+    )
     for decay in ("1", "-0.5"):
         assert_clean_error(run([chips, "-o", out, *TINY_ARGS, "--ema", decay]), 2, "--ema")
     assert not (tmp_path / "out").exists()
