@@ -253,9 +253,11 @@ def _open_reference(
         buffer=opts.buffer,
         buffer_polygons=False,  # polygons are areas already: keep their drawn extent
     )
-    if table is None and any(c.name != str(c.value) for c in source.classes if c.value):
+    named = [c for c in source.classes if c.value and c.name != str(c.value)]
+    if table is None and len(named) > 1:
         # Text classes are numbered 1..N in name order, which nothing ties to the values
-        # of a prediction that carries no class table.
+        # of a prediction that carries no class table. One class (every polygon, when no
+        # --class-field is given) is 1 whatever its name, as a binary map's.
         log.warning(
             "%s has no class table: the reference's named classes were numbered 1..N in "
             "name order and may not match its values; use an integer --class-field",

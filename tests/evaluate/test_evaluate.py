@@ -231,6 +231,27 @@ def test_reference_in_another_crs(tmp_path, everest):
     assert g.overall_accuracy > 0.99 and g.iou[1] > 0.99 and g.boundary_f1 > 0.95
 
 
+def test_prediction_without_class_table_warns_only_where_values_are_guessed(
+    tmp_path, everest, caplog
+):
+    """A binary map without its class table (e.g. clipped by another tool) scored against
+    polygons: every polygon is 1, nothing to warn about; text classes numbered 1..N by name
+    could differ from the map's values, so that warns."""
+    import geopandas as gpd
+
+    pred, grid = glacier_prediction(everest)
+    p = write_raster(tmp_path / "plain.tif", pred, None, **grid)
+    with caplog.at_level("WARNING", logger="geopsp.evaluate.run"):
+        r = evaluate(p, str(everest["labels"]))
+    assert r.iou[1] > 0.98 and not caplog.records
+    outlines = gpd.read_file(everest["labels"])
+    outlines["kind"] = np.where(outlines["Area"] > outlines["Area"].median(), "large", "small")
+    outlines.to_file(tmp_path / "kinds.gpkg", driver="GPKG")
+    with caplog.at_level("WARNING", logger="geopsp.evaluate.run"):
+        evaluate(p, str(tmp_path / "kinds.gpkg"), EvaluateOptions(class_field="kind"))
+    assert any("has no class table" in m for m in caplog.messages)
+
+
 def test_no_class_table_uses_values_seen(tmp_path):
     p = write_raster(tmp_path / "p.tif", [[1, 1, 5], [5, 5, 1]], None)
     q = write_raster(tmp_path / "q.tif", [[1, 5, 5], [5, 9, 1]], None)
